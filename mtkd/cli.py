@@ -1,0 +1,47 @@
+"""What every stage entry point shares: logging, threads, offline mode and the error edge."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+
+from mtkd.errors import MtkdError
+
+log = logging.getLogger("mtkd")
+
+
+def stage(fn):
+    """Run ``fn`` as a stage: ``MtkdError`` → one line on stderr and exit 2; Ctrl-C → exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(argv=None):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                            datefmt="%H:%M:%S", stream=sys.stderr)
+        # Never reach for a model hub unless the user opted in; assets are local.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import transformers
+
+        # Load reports ("classifier.weight MISSING") are expected for a fresh head: keep logs readable.
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        try:
+            return fn(argv)
+        except MtkdError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted: no output was written", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper
+
+
+def set_threads(runtime) -> None:
+    import torch
+
+    torch.set_num_threads(runtime.num_threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)

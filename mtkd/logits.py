@@ -1,0 +1,88 @@
+"""Teacher logits keyed by example id: the one thing every teacher kind reduces to.
+
+One ``.npz`` per teacher × task holds, per split, the ids and a ``[n, C]`` float32
+array, plus provenance (data fingerprint, checkpoint hash). Loading never unpickles
+(``allow_pickle=False``) and checks ids (content *and* order), shape, class count,
+finiteness and provenance against the prepared data: a mismatch is an error, never
+a silent re-alignment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mtkd.errors import MtkdError
+from mtkd.io import write_npz
+
+FORMAT_VERSION = 1
+
+
+def save_logits(path: Path, *, teacher: str, task: str, num_classes: int, splits: dict[str, tuple[list[str], np.ndarray]],
+                provenance: dict) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    for split, (ids, logits) in splits.items():
+        logits = np.asarray(logits, dtype=np.float32)
+        check_array(logits, ids, num_classes, f"{path}[{split}]")
+        arrays[f"{split}/ids"] = np.asarray(ids, dtype=str)
+        arrays[f"{split}/logits"] = logits
+    meta = {"format": FORMAT_VERSION, "teacher": teacher, "task": task, "num_classes": num_classes,
+            "splits": sorted(splits), **provenance}
+    arrays["meta"] = np.asarray(json.dumps(meta, sort_keys=True))
+    write_npz(path, **arrays)
+
+
+def check_array(logits: np.ndarray, ids, num_classes: int, where: str) -> None:
+    if logits.ndim != 2 or logits.shape[0] != len(ids):
+        raise MtkdError(f"{where}: logits shape {logits.shape} does not match {len(ids)} ids")
+    if logits.shape[1] != num_classes:
+        raise MtkdError(f"{where}: logits have {logits.shape[1]} classes, the task has {num_classes}")
+    if not np.isfinite(logits).all():
+        bad = int((~np.isfinite(logits)).any(axis=1).sum())
+        raise MtkdError(f"{where}: {bad} rows of logits are not finite (NaN or inf)")
+
+
+def read_meta(path: Path) -> dict:
+    with _open(path) as npz:
+        return json.loads(str(npz["meta"]))
+
+
+def _open(path: Path):
+    path = Path(path)
+    if not path.is_file():
+        raise MtkdError(f"{path}: logits file not found (run `dvc repro extract_logits` or `dvc pull`)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise MtkdError(f"{path}: not a readable logits file ({type(exc).__name__}: {exc})") from None
+
+
+def load_logits(path: Path, split: str, expected: pd.DataFrame, num_classes: int,
+                data_fingerprint: str | None = None) -> np.ndarray:
+    """Logits of ``split`` for exactly the examples of ``expected`` (same ids, same order)."""
+    path = Path(path)
+    with _open(path) as npz:
+        try:
+            meta = json.loads(str(npz["meta"]))
+            ids = npz[f"{split}/ids"]
+            logits = npz[f"{split}/logits"]
+        except (KeyError, ValueError) as exc:
+            raise MtkdError(f"{path}: no '{split}' split or no metadata ({exc})") from None
+    where = f"{path}[{split}]"
+    if meta.get("num_classes") != num_classes:
+        raise MtkdError(f"{where}: recorded for {meta.get('num_classes')} classes, the task has {num_classes}")
+    check_array(logits, ids, num_classes, where)
+    want = expected["id"].astype(str).to_numpy()
+    if len(ids) != len(want) or not np.array_equal(ids, want):
+        if len(ids) == len(want) and set(ids) == set(want):
+            raise MtkdError(f"{where}: ids are the right set in a different order; re-extract the logits")
+        missing, extra = len(set(want) - set(ids)), len(set(ids) - set(want))
+        dup = len(ids) - len(set(ids))
+        raise MtkdError(f"{where}: ids do not match the prepared split ({missing} missing, {extra} unknown, {dup} duplicated)")
+    recorded = meta.get("data_fingerprint", {}).get(split)
+    if data_fingerprint is not None and recorded is not None and recorded != data_fingerprint:
+        raise MtkdError(f"{where}: computed for data fingerprint {recorded}, the prepared split is {data_fingerprint}; stale logits")
+    return logits

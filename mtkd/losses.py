@@ -1,0 +1,21 @@
+"""The distillation loss (SPEC §6)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kd_loss(student_logits: torch.Tensor, target_probs: torch.Tensor | None, labels: torch.Tensor,
+            T: float, alpha: float) -> torch.Tensor:
+    """``α · T² · KL(p_T ‖ q_T) + (1 − α) · CE(s, y)``, KL summed over classes, averaged over the batch.
+
+    ``target_probs`` is the fused teacher distribution already at temperature T; the T²
+    factor keeps the soft term's gradient scale independent of T (Hinton et al. 2015).
+    """
+    ce = F.cross_entropy(student_logits.float(), labels)
+    if alpha == 0.0 or target_probs is None:
+        return ce
+    log_q = F.log_softmax(student_logits.float() / T, dim=-1)
+    kl = F.kl_div(log_q, target_probs.float(), reduction="batchmean")  # KL(p ‖ q): teacher first
+    return alpha * T * T * kl + (1.0 - alpha) * ce

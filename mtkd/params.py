@@ -1,0 +1,274 @@
+"""``params.yaml``: typed, range-checked and cross-checked before any compute.
+
+Each stage calls :func:`load_params` first; any problem becomes one
+:class:`~mtkd.errors.MtkdError` line naming the key (``distill.T: must be > 0``),
+with the nearest valid name suggested for a misspelt key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mtkd.errors import MtkdError
+
+PARAMS_FILE = "params.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class RandomInit(_Strict):
+    """A randomly initialised transformer built from a config (tests and tiny profiles)."""
+
+    model_type: Literal["bert", "distilbert", "roberta"] = "bert"
+    num_hidden_layers: int = Field(1, ge=1)
+    hidden_size: int = Field(32, ge=8)
+    num_attention_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(64, ge=8)
+
+
+class TrainArgs(_Strict):
+    """The run_glue.py vocabulary for one fine-tuning run."""
+
+    max_seq_length: int = Field(64, ge=8, le=4096)
+    num_train_epochs: int = Field(2, ge=1)
+    per_device_train_batch_size: int = Field(32, ge=1)
+    per_device_eval_batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0, lt=1)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    max_train_samples: int | None = Field(None, ge=1)
+
+
+class HFTeacher(TrainArgs):
+    kind: Literal["hf"]
+    # asset:<name> (a packaged model, see mtkd.assets), a local directory, or a hub id.
+    model_name_or_path: str | None = None
+    random_init: RandomInit | None = None
+    trust_remote_code: bool = False
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.model_name_or_path is None) == (self.random_init is None):
+            raise ValueError("give exactly one of model_name_or_path or random_init")
+        return self
+
+
+class SklearnTeacher(_Strict):
+    kind: Literal["sklearn"]
+    ngram_range: tuple[int, int] = (1, 2)
+    min_df: int = Field(2, ge=1)
+    max_features: int | None = Field(50000, ge=1)
+    C: float = Field(4.0, gt=0)
+    max_iter: int = Field(1000, ge=1)
+
+    @field_validator("ngram_range")
+    @classmethod
+    def _ngrams(cls, v):
+        if not 1 <= v[0] <= v[1]:
+            raise ValueError("must be [low, high] with 1 <= low <= high")
+        return v
+
+
+Teacher = Annotated[Union[HFTeacher, SklearnTeacher], Field(discriminator="kind")]
+TEACHER_MODELS = {"hf": HFTeacher, "sklearn": SklearnTeacher}
+
+
+class Data(_Strict):
+    tasks: list[str] = Field(min_length=1)
+    split_seed: int = 13
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    max_examples: int | None = Field(None, ge=30)
+    # Local GLUE-schema files per task: {task: {train: path, validation: path, ...}}.
+    local_files: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+class Student(TrainArgs):
+    model_name_or_path: str | None = None
+    random_init: RandomInit | None = None
+    # Build a DistilBERT from these layers of a BERT checkpoint (DistilBERT's own recipe).
+    init_layers: list[int] | None = None
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.model_name_or_path is None) == (self.random_init is None):
+            raise ValueError("give exactly one of model_name_or_path or random_init")
+        if self.init_layers is not None and self.random_init is not None:
+            raise ValueError("init_layers needs model_name_or_path, not random_init")
+        return self
+
+
+class Gating(_Strict):
+    hidden_size: int = Field(64, ge=1)
+    detach_hidden: bool = True
+    learning_rate: float = Field(1e-3, gt=0, lt=1)
+
+
+class Distill(_Strict):
+    strategies: list[str] = Field(min_length=1)
+    T: Union[float, dict[str, float]] = 6.0
+    alpha: float = 0.7
+    gating: Gating = Gating()
+
+    @field_validator("T")
+    @classmethod
+    def _positive_T(cls, v):
+        values = v.values() if isinstance(v, dict) else [v]
+        if any(t <= 0 for t in values):
+            raise ValueError("temperature must be > 0")
+        return v
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_range(cls, v):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError("must lie in [0, 1]")
+        return v
+
+    def temperature(self, strategy: str) -> float:
+        if isinstance(self.T, dict):
+            if strategy not in self.T:
+                raise MtkdError(f"distill.T: no temperature for strategy '{strategy}' in the map")
+            return float(self.T[strategy])
+        return float(self.T)
+
+
+class Runtime(_Strict):
+    num_threads: int = Field(2, ge=1)
+    bf16: bool = True
+    length_bucketing: bool = True
+
+
+class Params(_Strict):
+    seeds: list[int] = Field(min_length=1)
+    data: Data
+    teachers: dict[str, Teacher] = Field(min_length=1)
+    student: Student
+    distill: Distill
+    runtime: Runtime = Runtime()
+
+    @field_validator("teachers", mode="before")
+    @classmethod
+    def _kinds(cls, v):
+        from mtkd.teachers import TEACHER_KINDS
+
+        if isinstance(v, dict):
+            for name, cfg in v.items():
+                kind = cfg.get("kind") if isinstance(cfg, dict) else None
+                if kind not in TEACHER_KINDS:
+                    raise ValueError(
+                        f"teachers.{name}.kind: unknown teacher kind {kind!r}{_suggest(kind, TEACHER_KINDS)}"
+                        f" (known: {', '.join(sorted(TEACHER_KINDS))})"
+                    )
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_check(self):
+        from mtkd.data import TASKS
+        from mtkd.fusion import strategy_names
+
+        for task in self.data.tasks:
+            if task not in TASKS:
+                raise MtkdError(
+                    f"data.tasks: unknown task '{task}'{_suggest(task, TASKS)} (known: {', '.join(sorted(TASKS))})"
+                )
+        valid = strategy_names(list(self.teachers))
+        for strategy in self.distill.strategies:
+            if strategy not in valid:
+                raise MtkdError(
+                    f"distill.strategies: unknown strategy '{strategy}'{_suggest(strategy, valid)}"
+                    f" (known: {', '.join(valid)})"
+                )
+        if len(set(self.distill.strategies)) != len(self.distill.strategies):
+            raise MtkdError("distill.strategies: names must be distinct")
+        if isinstance(self.distill.T, dict):
+            for key in self.distill.T:
+                if key not in valid:
+                    raise MtkdError(f"distill.T: unknown strategy '{key}'{_suggest(key, valid)}")
+            for strategy in self.distill.strategies:
+                if strategy != "none" and strategy not in self.distill.T:
+                    raise MtkdError(f"distill.T: the map has no temperature for strategy '{strategy}'")
+        return self
+
+
+def _suggest(name: Any, candidates) -> str:
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _clean_loc(loc: tuple) -> list[str]:
+    """Pydantic's error location without its union/discriminator tags."""
+    parts = [str(p) for p in loc]
+    if len(parts) > 2 and parts[0] == "teachers" and parts[2] in TEACHER_MODELS:
+        del parts[2]
+    return [p for p in parts if not p.startswith(("function-", "float", "dict["))]
+
+
+def _format(error: dict, raw: dict) -> str:
+    loc = _clean_loc(error["loc"])
+    key = ".".join(loc) or "params"
+    if error["type"] == "extra_forbidden":
+        parent_key, bad = ".".join(loc[:-1]), loc[-1]
+        model = _model_at(loc[:-1], raw)
+        hint = _suggest(bad, list(model.model_fields)) if model else ""
+        where = f"in '{parent_key}'" if parent_key else "at the top level"
+        return f"{key}: unknown key {where}{hint}"
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key}: {msg} (got {error.get('input')!r})"
+
+
+def _model_at(loc: list[str], raw: dict) -> type[BaseModel] | None:
+    """The schema class that validates the mapping at ``loc`` (for 'did you mean' hints)."""
+    model: type[BaseModel] | None = Params
+    if loc[:1] == ["teachers"] and len(loc) >= 2:
+        kind = (raw.get("teachers", {}).get(loc[1]) or {}).get("kind")
+        model, loc = TEACHER_MODELS.get(kind), loc[2:]
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return model
+
+
+def validate_params(raw: Any, source: str = PARAMS_FILE) -> Params:
+    if not isinstance(raw, dict):
+        raise MtkdError(f"{source}: must be a YAML mapping")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "value_error" and isinstance(first.get("ctx", {}).get("error"), MtkdError):
+            raise first["ctx"]["error"] from None
+        raise MtkdError(f"{source}: {_format(first, raw)}") from None
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise MtkdError(f"{path}: file not found (run from the repository root)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise MtkdError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return validate_params(raw, str(path))

@@ -1,0 +1,188 @@
+"""One training loop for teachers (cross-entropy) and students (distillation).
+
+Speed on a CPU comes from not computing on padding: texts are tokenised once,
+batches are drawn from length buckets and padded only to their longest member,
+and matmuls run under bf16 autocast (FACTS: 3–5× over fixed-length fp32 padding).
+Model selection uses the validation split only: the best epoch's weights are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from mtkd.metrics import classification_metrics
+from mtkd.models import forward_kwargs
+
+log = logging.getLogger("mtkd")
+
+
+@dataclass
+class Encoded:
+    """A tokenised split: variable-length token ids, labels and ids, in split order."""
+
+    ids: list[str]
+    input_ids: list[np.ndarray]
+    token_type_ids: list[np.ndarray] | None
+    labels: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode(tokenizer, frame: pd.DataFrame, max_seq_length: int) -> Encoded:
+    pair = frame["text_b"].notna().any()
+    kwargs = dict(truncation=True, max_length=max_seq_length, padding=False)
+    enc = tokenizer(frame["text_a"].tolist(), frame["text_b"].tolist(), **kwargs) if pair else \
+        tokenizer(frame["text_a"].tolist(), **kwargs)
+    tt = enc.get("token_type_ids")
+    return Encoded(frame["id"].astype(str).tolist(), [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]],
+                   [np.asarray(x, dtype=np.int64) for x in tt] if tt is not None else None,
+                   frame["label"].to_numpy(dtype=np.int64))
+
+
+def make_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucketing: bool) -> list[np.ndarray]:
+    """Shuffled batches; with bucketing, members of a batch have similar lengths.
+
+    Examples are shuffled, cut into pools of 50 batches, sorted by length inside a pool,
+    and the resulting batches are shuffled again, so the order stays random across
+    epochs while padding shrinks to a few tokens per batch.
+    """
+    order = rng.permutation(len(lengths))
+    if bucketing:
+        pool = batch_size * 50
+        order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in np.array_split(order, max(1, -(-len(order) // pool)))])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if bucketing:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def collate(enc: Encoded, idx: np.ndarray, pad_id: int, keys: set[str]) -> dict[str, torch.Tensor]:
+    width = max(len(enc.input_ids[i]) for i in idx)
+    ids = np.full((len(idx), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(idx), width), dtype=np.int64)
+    tt = np.zeros((len(idx), width), dtype=np.int64)
+    for row, i in enumerate(idx):
+        n = len(enc.input_ids[i])
+        ids[row, :n] = enc.input_ids[i]
+        mask[row, :n] = 1
+        if enc.token_type_ids is not None:
+            tt[row, :n] = enc.token_type_ids[i]
+    batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    if "token_type_ids" in keys:
+        batch["token_type_ids"] = torch.from_numpy(tt)
+    return batch
+
+
+def _autocast(bf16: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+
+@torch.inference_mode()
+def predict(model, enc: Encoded, pad_id: int, batch_size: int = 128, bf16: bool = True, desc: str | None = None,
+            return_hidden: bool = False):
+    """Logits ``[n, C]`` float32 in split order (batches run longest-first, then are put back).
+
+    With ``return_hidden``, also the first-token final hidden states ``[n, H]`` (for gating).
+    """
+    model.eval()
+    keys = forward_kwargs(model)
+    order = np.argsort(-enc.lengths, kind="stable")
+    out = np.empty((len(enc), model.config.num_labels), dtype=np.float32)
+    hidden = None
+    for start in tqdm(range(0, len(order), batch_size), desc=desc or "predict", leave=False, disable=desc is None):
+        idx = order[start:start + batch_size]
+        with _autocast(bf16):
+            result = model(**collate(enc, idx, pad_id, keys), output_hidden_states=return_hidden)
+        out[idx] = result.logits.float().numpy()
+        if return_hidden:
+            h = result.hidden_states[-1][:, 0].float().numpy()
+            if hidden is None:
+                hidden = np.empty((len(enc), h.shape[1]), dtype=np.float32)
+            hidden[idx] = h
+    return (out, hidden) if return_hidden else out
+
+
+# objective(logits, first_token_hidden or None, batch indices, labels) -> loss
+Objective = Callable[[torch.Tensor, torch.Tensor | None, np.ndarray, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    validation: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+
+
+def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_id: int, num_classes: int,
+          primary_metric: str, bf16: bool = True, bucketing: bool = True, objective: Objective | None = None,
+          needs_hidden: bool = False, extra_modules: list[torch.nn.Module] | None = None,
+          extra_lr: float | None = None, desc: str = "train", on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """Fine-tune ``model``; keep the weights of the epoch with the best validation primary metric."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    keys = forward_kwargs(model)
+    n = len(train_enc) if args.max_train_samples is None else min(args.max_train_samples, len(train_enc))
+    pool = np.arange(len(train_enc)) if n == len(train_enc) else np.sort(rng.choice(len(train_enc), n, replace=False))
+    lengths = train_enc.lengths[pool]
+    steps_per_epoch = -(-n // args.per_device_train_batch_size)
+    decay = [p for name, p in model.named_parameters() if not name.endswith("bias") and "LayerNorm" not in name and "layer_norm" not in name]
+    no_decay = [p for name, p in model.named_parameters() if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    for module in extra_modules or []:
+        groups.append({"params": list(module.parameters()), "weight_decay": 0.0, "lr": extra_lr or args.learning_rate})
+    # The fused kernel updates all parameters in one pass: on 2 CPU cores the unfused step
+    # over the 11.7M-entry embedding matrix took ~45% of a student step (measured 143 → 272 ex/s).
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, fused=True)
+    total = steps_per_epoch * args.num_train_epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total), total)
+    labels_all = torch.tensor(train_enc.labels)
+    objective = objective or (lambda logits, hidden, idx, y: torch.nn.functional.cross_entropy(logits.float(), y))
+
+    best_state, best_score, result = None, -np.inf, TrainResult(0, {})
+    for epoch in range(1, args.num_train_epochs + 1):
+        model.train()
+        for module in extra_modules or []:
+            module.train()
+        losses = []
+        bar = tqdm(make_batches(lengths, args.per_device_train_batch_size, rng, bucketing), desc=f"{desc} epoch {epoch}",
+                   leave=False, mininterval=2.0)
+        for local in bar:
+            idx = pool[local]
+            batch = collate(train_enc, idx, pad_id, keys)
+            with _autocast(bf16):
+                out = model(**batch, output_hidden_states=needs_hidden)
+            hidden = out.hidden_states[-1][:, 0].float() if needs_hidden else None
+            loss = objective(out.logits.float(), hidden, idx, labels_all[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
+        val_logits = predict(model, val_enc, pad_id, args.per_device_eval_batch_size, bf16)
+        val = classification_metrics(val_logits, val_enc.labels, num_classes)
+        row = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 6), "val_" + primary_metric: val[primary_metric]}
+        result.history.append(row)
+        if on_epoch:
+            on_epoch(row)
+        log.info("%s epoch %d: train_loss %.4f, validation %s %.4f", desc, epoch, row["train_loss"], primary_metric, val[primary_metric])
+        if val[primary_metric] > best_score:
+            best_score, best_state = val[primary_metric], copy.deepcopy(model.state_dict())
+            result.best_epoch, result.validation = epoch, val
+    model.load_state_dict(best_state)
+    return result

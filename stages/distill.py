@@ -1,0 +1,57 @@
+"""distill@<strategy>: one student per seed per task, distilled under one fusion strategy."""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from mtkd.cli import set_threads, stage
+from mtkd.data import load_meta, load_split, report_splits
+from mtkd.distill import TeacherLogits, distill_task, load_teacher_validation_metric
+from mtkd.errors import MtkdError
+from mtkd.fusion import strategy_names
+from mtkd.io import write_json, write_npz
+from mtkd.logits import load_logits
+from mtkd.params import load_params
+
+DATA = Path("data/prepared")
+
+
+@stage
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--strategy", required=True)
+    args = ap.parse_args(argv)
+    params = load_params()
+    teachers = list(params.teachers)
+    if args.strategy not in strategy_names(teachers):
+        raise MtkdError(f"--strategy: unknown strategy '{args.strategy}' (known: {', '.join(strategy_names(teachers))})")
+    set_threads(params.runtime)
+    metrics, arrays, curves = {}, {}, []
+    for task in params.data.tasks:
+        meta = load_meta(DATA, task)
+        splits = ["train", "validation", *report_splits(task)]
+        frames = {s: load_split(DATA, task, s) for s in splits}
+        teacher_logits = None
+        if args.strategy != "none":
+            fp = meta["splits"]
+            teacher_logits = TeacherLogits(
+                teachers,
+                {s: np.stack([load_logits(Path("logits") / f"{t}-{task}.npz", s, frames[s], meta["num_classes"], fp[s]["fingerprint"])
+                              for t in teachers]) for s in splits},
+                {t: load_teacher_validation_metric(Path("metrics/teachers"), t, task, meta["primary_metric"]) for t in teachers},
+            )
+        metrics[task], preds = distill_task(args.strategy, meta, frames, teacher_logits, params,
+                                            Path("models/students") / args.strategy / task, curves)
+        arrays.update({f"{task}/{k}": v for k, v in preds.items()})
+    write_npz(Path("predictions") / f"{args.strategy}.npz", **arrays)
+    write_json(Path("plots/curves/distill") / f"{args.strategy}.json", curves)
+    write_json(Path("metrics/distill") / f"{args.strategy}.json", metrics)
+    for task, m in metrics.items():
+        primary = load_meta(DATA, task)["primary_metric"]
+        t = m["test"][primary]
+        print(f"distill@{args.strategy} {task}: test {primary} {t['mean']:.4f} ± {t['std']:.4f} over {len(params.seeds)} seeds")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""extract_logits@<teacher>-<task>: teacher logits for every split, keyed by example id; teacher metrics."""
+
+import argparse
+from pathlib import Path
+
+from mtkd.cli import set_threads, stage
+from mtkd.data import SPLITS, load_meta, load_split, report_splits
+from mtkd.errors import MtkdError
+from mtkd.io import sha256_tree, write_json
+from mtkd.logits import save_logits
+from mtkd.metrics import classification_metrics
+from mtkd.params import load_params
+from mtkd.teachers import TEACHER_KINDS
+
+DATA = Path("data/prepared")
+
+
+@stage
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--task", required=True)
+    args = ap.parse_args(argv)
+    params = load_params()
+    if args.teacher not in params.teachers:
+        raise MtkdError(f"--teacher: '{args.teacher}' is not in params.yaml teachers ({', '.join(params.teachers)})")
+    set_threads(params.runtime)
+    cfg = params.teachers[args.teacher]
+    meta = load_meta(DATA, args.task)
+    names = list(dict.fromkeys(SPLITS + report_splits(args.task)))
+    frames = {s: load_split(DATA, args.task, s) for s in names}
+    name = f"{args.teacher}-{args.task}"
+    model_dir = Path("models/teachers") / name
+    logits = TEACHER_KINDS[cfg.kind].predict(model_dir, frames, params.runtime, num_classes=meta["num_classes"],
+                                             trust_remote_code=getattr(cfg, "trust_remote_code", False))
+    provenance = {"data_fingerprint": {s: meta["splits"][s]["fingerprint"] for s in names},
+                  "checkpoint_sha256": sha256_tree(model_dir)}
+    save_logits(Path("logits") / f"{name}.npz", teacher=args.teacher, task=args.task, num_classes=meta["num_classes"],
+                splits={s: (frames[s]["id"].tolist(), logits[s]) for s in names}, provenance=provenance)
+    scores = {s: classification_metrics(logits[s], frames[s]["label"].to_numpy(), meta["num_classes"])
+              for s in names if s != "train"}
+    write_json(Path("metrics/teachers") / f"{name}.json", {args.task: scores})
+    primary = meta["primary_metric"]
+    print(f"{name}: validation {primary} {scores['validation'][primary]:.4f}, test {primary} {scores['test'][primary]:.4f}")
+
+
+if __name__ == "__main__":
+    main()

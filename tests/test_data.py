@@ -1,0 +1,56 @@
+import pandas as pd
+import pytest
+
+from mtkd.data import fingerprint, load_split, prepare_task, split_by_group
+from mtkd.errors import MtkdError
+from mtkd.params import Data
+
+
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prep") / "rt"
+    meta = prepare_task(Data(tasks=["rt"]), "rt", out)
+    return meta, {s: load_split(out.parent, "rt", s) for s in ("train", "validation", "test")}
+
+
+def test_rt_matches_the_spec_counts(rt):
+    meta, splits = rt
+    allx = pd.concat(splits.values())
+    assert len(allx) == 12752  # 13,905 rows minus 1,097 plot rows and duplicate texts (SPEC §3)
+    assert (allx["label"] == 1).sum() == 7368 and (allx["label"] == 0).sum() == 5384
+    assert allx["id"].is_unique and allx["text_a"].is_unique
+    assert meta["num_classes"] == 2 and meta["primary_metric"] == "accuracy"
+    assert len(meta["source_sha256"]) == 64
+
+
+def test_rt_split_is_80_10_10_by_movie(rt):
+    _, splits = rt
+    n = sum(len(f) for f in splits.values())
+    assert len(splits["train"]) / n == pytest.approx(0.8, abs=0.02)
+    assert len(splits["validation"]) / n == pytest.approx(0.1, abs=0.02)
+    assert len(splits["test"]) / n == pytest.approx(0.1, abs=0.02)
+
+
+def test_no_movie_spans_two_splits():
+    groups = pd.Series(["a", "a", "b", "c", "c", "c", "d", "e"] * 3)
+    split = split_by_group(groups, groups.value_counts(), seed=0, validation=0.2, test=0.2)
+    assert (pd.DataFrame({"g": groups, "s": split}).groupby("g")["s"].nunique() == 1).all()
+
+
+def test_prepare_is_deterministic(tmp_path, rt):
+    meta, _ = rt
+    again = prepare_task(Data(tasks=["rt"]), "rt", tmp_path / "rt")
+    assert again["splits"] == meta["splits"]
+
+
+def test_fingerprint_is_order_sensitive():
+    f = pd.DataFrame({"id": ["a", "b"], "label": [0, 1]})
+    assert fingerprint(f) != fingerprint(f.iloc[::-1])
+
+
+def test_tiny_max_examples_and_empty_split_error(tmp_path):
+    meta = prepare_task(Data(tasks=["rt"], max_examples=300), "rt", tmp_path / "rt")
+    assert sum(s["n"] for s in meta["splits"].values()) == 300
+    with pytest.raises(MtkdError, match="split 'test' is empty"):
+        prepare_task(Data(tasks=["rt"], max_examples=30, test_fraction=0.01), "rt", tmp_path / "rt2")
+    assert not (tmp_path / "rt2").exists()

