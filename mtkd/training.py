@@ -152,7 +152,11 @@ def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_i
     labels_all = torch.tensor(train_enc.labels)
     objective = objective or (lambda logits, hidden, idx, y: torch.nn.functional.cross_entropy(logits.float(), y))
 
+    # Evaluate a few times per epoch (HF's eval_steps): a curve even for one epoch, and a
+    # best checkpoint chosen on validation at sub-epoch resolution.
+    eval_every = max(1, -(-steps_per_epoch // args.evaluations_per_epoch))
     best_state, best_score, result = None, -np.inf, TrainResult(0, {})
+    step = 0
     for epoch in range(1, args.num_train_epochs + 1):
         model.train()
         for module in extra_modules or []:
@@ -160,7 +164,7 @@ def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_i
         losses = []
         bar = tqdm(make_batches(lengths, args.per_device_train_batch_size, rng, bucketing), desc=f"{desc} epoch {epoch}",
                    leave=False, mininterval=2.0)
-        for local in bar:
+        for i, local in enumerate(bar, start=1):
             idx = pool[local]
             batch = collate(train_enc, idx, pad_id, keys)
             with _autocast(bf16):
@@ -172,17 +176,24 @@ def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_i
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
+            step += 1
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
-        val_logits = predict(model, val_enc, pad_id, args.per_device_eval_batch_size, bf16)
-        val = classification_metrics(val_logits, val_enc.labels, num_classes)
-        row = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 6), "val_" + primary_metric: val[primary_metric]}
-        result.history.append(row)
-        if on_epoch:
-            on_epoch(row)
-        log.info("%s epoch %d: train_loss %.4f, validation %s %.4f", desc, epoch, row["train_loss"], primary_metric, val[primary_metric])
-        if val[primary_metric] > best_score:
-            best_score, best_state = val[primary_metric], copy.deepcopy(model.state_dict())
-            result.best_epoch, result.validation = epoch, val
+            if i % eval_every and i != steps_per_epoch:
+                continue
+            val_logits = predict(model, val_enc, pad_id, args.per_device_eval_batch_size, bf16)
+            val = classification_metrics(val_logits, val_enc.labels, num_classes)
+            row = {"epoch": round(step / steps_per_epoch, 4), "step": step, "train_loss": round(float(np.mean(losses)), 6),
+                   "val_" + primary_metric: val[primary_metric]}
+            losses = []
+            model.train()
+            result.history.append(row)
+            if on_epoch:
+                on_epoch(row)
+            log.info("%s epoch %.2f: train_loss %.4f, validation %s %.4f", desc, row["epoch"], row["train_loss"],
+                     primary_metric, val[primary_metric])
+            if val[primary_metric] > best_score:
+                best_score, best_state = val[primary_metric], copy.deepcopy(model.state_dict())
+                result.best_epoch, result.validation = row["epoch"], val
     model.load_state_dict(best_state)
     return result

@@ -1,6 +1,7 @@
 """End to end: `dvc repro` of the tiny profile in a temporary copy of the repository."""
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -94,10 +95,37 @@ def test_analysis_outputs(tiny_repo):
     results = pd.read_csv(repo / "metrics/results.csv")
     assert len(results) == 3 + 8 * 2  # teachers + strategies × seeds
     html = (repo / "reports/report.html").read_text()
-    assert "plotly" in html.lower() and "cdn.plot.ly" not in html
+    assert "plotly" in html.lower() and not re.search(r"<script[^>]*\bsrc=", html)
 
 
 def test_second_repro_runs_nothing(tiny_repo):
     repo, _ = tiny_repo
     out = run("dvc repro", repo).stdout
     assert "Running stage" not in out
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def test_remote_round_trip_and_sweep_in_fresh_clones(tiny_repo, tmp_path):
+    """Push to a local remote; a fresh clone pulls and re-runs nothing; `-S distill.T=9` re-runs only distillation."""
+    repo, _ = tiny_repo
+    remote = tmp_path / "remote"
+    run(f"dvc remote add -f -d local {remote} && dvc push -q --run-cache", repo)
+    run("git add -A && git commit -qm tiny", repo)
+
+    pulled = tmp_path / "pulled"
+    run(f"git clone -q {repo} {pulled}", tmp_path)
+    run("dvc pull -q", pulled)
+    assert ran_stages(run("dvc repro", pulled).stdout) == set()
+    assert "up to date" in run("dvc status", pulled).stdout
+
+    fresh = tmp_path / "fresh"
+    run(f"git clone -q {repo} {fresh}", tmp_path)
+    out = run("dvc exp run --pull --allow-missing -S distill.T=9", fresh)
+    ran = ran_stages(out.stdout + out.stderr)
+    strategies = ["single_minilm_l3", "single_tiny_bert", "single_tfidf_lr", "average", "weighted", "best_per_sample", "gating"]
+    assert ran == {f"distill@{s}" for s in strategies} | {"analyze"}  # no teacher, no logits, not `none`
+    metrics = json.loads((fresh / "metrics/distill/average.json").read_text())
+    assert metrics["rt"]["T"] == 9.0

@@ -1,0 +1,177 @@
+"""Sweep report: T × α grids from ``dvc exp show --json`` (SPEC §9).
+
+After a grid sweep such as::
+
+    dvc exp run --queue -S 'distill.T=3,6,9' -S 'distill.alpha=0.3,0.5,0.7'
+    dvc queue start -j 1 && dvc queue status     # one job at a time on 2 cores
+    python -m mtkd.sweep
+
+this writes ``reports/sweep.html`` (a heatmap per strategy and task, best cell marked)
+and ``metrics/sweep.json`` (best cell and best T per strategy). Cells are scored on the
+**validation** primary metric — the sweep is model selection, so test never decides —
+and the test value of the chosen cell is reported beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mtkd.errors import MtkdError
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    params: dict
+    metrics: dict  # path → parsed metrics file
+
+
+def _records(node, out: list[Run], name: str | None = None) -> None:
+    """Every experiment (and baseline) in DVC's nested exp-show JSON, whatever its depth."""
+    if isinstance(node, list):
+        for child in node:
+            _records(child, out, name)
+        return
+    if not isinstance(node, dict):
+        return
+    label = node.get("name") or node.get("rev") or name
+    data = node.get("data")
+    if isinstance(data, dict) and "params" in data:
+        params = (data.get("params") or {}).get("params.yaml", {}).get("data") or {}
+        metrics = {path: (v or {}).get("data") or {} for path, v in (data.get("metrics") or {}).items()}
+        out.append(Run(str(label), params, metrics))
+    for key in ("experiments", "revs"):
+        if key in node:
+            _records(node[key], out, label)
+
+
+def collect(exp_show: list) -> list[Run]:
+    runs: list[Run] = []
+    _records(exp_show, runs)
+    return runs
+
+
+def temperature(params: dict, strategy: str) -> float | None:
+    T = params.get("distill", {}).get("T")
+    if isinstance(T, dict):
+        T = T.get(strategy)
+    return float(T) if isinstance(T, (int, float)) else None
+
+
+def cells(runs: list[Run], strategy: str, task: str, primary: str) -> dict[tuple[float, float], dict]:
+    """(T, α) → validation and test primary means of ``strategy`` on ``task`` (first run wins on duplicates)."""
+    out: dict[tuple[float, float], dict] = {}
+    for run in runs:
+        block = run.metrics.get(f"metrics/distill/{strategy}.json", {}).get(task)
+        T, alpha = temperature(run.params, strategy), run.params.get("distill", {}).get("alpha")
+        if not block or T is None or alpha is None:
+            continue
+        try:
+            val, test = block["validation"][primary]["mean"], block["test"][primary]["mean"]
+        except (KeyError, TypeError):
+            continue
+        out.setdefault((T, float(alpha)), {"validation": val, "test": test, "experiment": run.name})
+    return out
+
+
+def best_cell(grid: dict[tuple[float, float], dict]) -> dict | None:
+    if not grid:
+        return None
+    (T, alpha), v = max(grid.items(), key=lambda kv: (kv[1]["validation"], -kv[0][0], -kv[0][1]))
+    return {"T": T, "alpha": alpha, **v}
+
+
+def best_T(grid: dict[tuple[float, float], dict]) -> dict[str, float]:
+    """Per T, the best validation score over α; and the T that maximises it."""
+    per_T: dict[float, float] = {}
+    for (T, _), v in grid.items():
+        per_T[T] = max(per_T.get(T, -math.inf), v["validation"])
+    return {"best_T": max(per_T, key=lambda t: (per_T[t], -t)), "validation_by_T": {str(t): per_T[t] for t in sorted(per_T)}}
+
+
+def summarize_sweep(runs: list[Run], primary: dict[str, str]) -> dict:
+    strategies = sorted({p.removeprefix("metrics/distill/").removesuffix(".json") for r in runs for p in r.metrics
+                         if p.startswith("metrics/distill/")} - {"none"})
+    out: dict = {}
+    for task, metric in primary.items():
+        for strategy in strategies:
+            grid = cells(runs, strategy, task, metric)
+            if len(grid) < 2:
+                continue
+            out.setdefault(task, {})[strategy] = {"cells": len(grid), "best": best_cell(grid), **best_T(grid)}
+    return out
+
+
+def heatmap(grid: dict, title: str):
+    import plotly.graph_objects as go
+
+    Ts, alphas = sorted({t for t, _ in grid}), sorted({a for _, a in grid})
+    z = [[grid.get((t, a), {}).get("validation", np.nan) for a in alphas] for t in Ts]
+    text = [[f"{v:.4f}" if v == v else "" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=[str(a) for a in alphas], y=[str(t) for t in Ts], text=text,
+                               texttemplate="%{text}", colorscale="Viridis", colorbar={"title": "validation"}))
+    best = best_cell(grid)
+    fig.add_trace(go.Scatter(x=[str(best["alpha"])], y=[str(best["T"])], mode="markers",
+                             marker={"symbol": "star", "size": 18, "color": "red"}, name="best (validation)"))
+    fig.update_layout(title=title, xaxis_title="α", yaxis_title="T", height=380, width=520, template="plotly_white")
+    return fig
+
+
+def report(runs: list[Run], summary: dict, primary: dict[str, str]) -> str:
+    parts, first = [], True
+    for task, strategies in summary.items():
+        for strategy, s in strategies.items():
+            b = s["best"]
+            sentence = (f"{strategy} on {task}: best cell T={b['T']:g}, α={b['alpha']:g} "
+                        f"(validation {b['validation']:.4f}, test {b['test']:.4f}); best T over α = {s['best_T']:g}.")
+            fig = heatmap(cells(runs, strategy, task, primary[task]), f"{strategy} · {task} · validation {primary[task]}")
+            parts.append(f"<section><p>{sentence}</p>" + fig.to_html(full_html=False, include_plotlyjs=first,
+                                                                    div_id=f"sweep-{task}-{strategy}") + "</section>")
+            first = False
+    body = "\n".join(parts) or "<p>No sweep found: run a T × α grid first (see the README).</p>"
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>mtkd sweep</title></head><body>"
+            "<h1>T × α sweep</h1><p>Cells scored on validation; test shown for the chosen cell only.</p>"
+            f"{body}</body></html>\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="T × α sweep report from dvc exp show --json")
+    ap.add_argument("--input", help="a saved `dvc exp show --json` file (default: run it)")
+    ap.add_argument("--html", default="reports/sweep.html")
+    ap.add_argument("--json", default="metrics/sweep.json")
+    args = ap.parse_args(argv)
+    try:
+        if args.input:
+            exp_show = json.loads(Path(args.input).read_text())
+        else:
+            proc = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise MtkdError(f"dvc exp show --json failed: {proc.stderr.strip().splitlines()[-1:]}")
+            exp_show = json.loads(proc.stdout)
+        from mtkd.data import TASKS
+        from mtkd.io import write_json, write_text
+
+        runs = collect(exp_show)
+        tasks = {t for r in runs for b in r.metrics.values() for t in b if t in TASKS}
+        primary = {t: TASKS[t].primary_metric for t in sorted(tasks)}
+        summary = summarize_sweep(runs, primary)
+        write_json(args.json, summary)
+        write_text(args.html, report(runs, summary, primary))
+    except MtkdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    n = sum(len(v) for v in summary.values())
+    print(f"sweep: {len(runs)} runs, {n} strategy grids → {args.html}, {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

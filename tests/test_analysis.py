@@ -1,0 +1,391 @@
+"""analyze (SPEC §8–9): hand-checked numbers on a synthetic tree with the real file formats."""
+
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from mtkd import analysis as A
+from mtkd.data import fingerprint
+from mtkd.errors import MtkdError
+from mtkd.io import write_json, write_npz
+from mtkd.logits import save_logits
+from mtkd.metrics import summarize
+from mtkd.params import validate_params
+
+TEACHERS = ["a", "b", "c"]
+STRATEGIES = ["none", "single_a", "single_b", "average", "gating"]
+SEEDS = [0, 1]
+N_TEST, N_TRAIN, N_VAL = 40, 20, 10
+H99 = -(0.99 * math.log(0.99) + 0.01 * math.log(0.01))
+H90 = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))
+H75 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+
+# Test split: block A (0–19) every teacher right; block B (20–29) a and b right, c wrong; block C (30–39) all wrong.
+A_, B_, C_ = range(0, 20), range(20, 30), range(30, 40)
+
+
+def _labels(n):
+    return np.arange(n) % 2
+
+
+def _logits(labels, right, margin):
+    """Binary logits: margin on the predicted class (label where ``right``), 0 on the other."""
+    labels = np.asarray(labels)
+    preds = np.where(right, labels, 1 - labels)
+    z = np.zeros((len(labels), 2), dtype=np.float32)
+    z[np.arange(len(labels)), preds] = np.broadcast_to(margin, len(labels))
+    return z
+
+
+def _mask(n, *ranges):
+    m = np.zeros(n, dtype=bool)
+    for r in ranges:
+        m[list(r)] = True
+    return m
+
+
+def _student_right():
+    """Which test examples each strategy's student gets right, per seed (see the module comment for the blocks)."""
+    none = _mask(N_TEST, range(4, 20), range(20, 25))
+    single_a = _mask(N_TEST, A_, B_)
+    single_b = _mask(N_TEST, A_, range(20, 25))
+    avg0 = _mask(N_TEST, A_, range(22, 30))
+    avg1 = _mask(N_TEST, A_, B_)
+    return {"none": [none, none], "single_a": [single_a, single_a], "single_b": [single_b, single_b],
+            "average": [avg0, avg1], "gating": [none, none]}
+
+
+VALIDATION = {"none": [0.5, 0.5], "single_a": [0.70, 0.70], "single_b": [0.80, 0.80], "average": [0.77, 0.79],
+              "gating": [0.6, 0.6]}
+TEACHER_SCORES = {"a": (0.90, 0.75), "b": (0.85, 0.75), "c": (0.80, 0.50)}  # (validation, test) accuracy
+
+
+def _params():
+    return validate_params({
+        "seeds": SEEDS, "data": {"tasks": ["rt"]},
+        "teachers": {t: {"kind": "sklearn"} for t in TEACHERS},
+        "student": {"random_init": {}},
+        "distill": {"strategies": STRATEGIES},
+    })
+
+
+def build_tree(root):
+    data = root / "data/prepared/rt"
+    data.mkdir(parents=True)
+    frames = {s: pd.DataFrame({"id": [f"rt-{s}-{i:03d}" for i in range(n)], "text_a": [f"text {i}" for i in range(n)],
+                               "text_b": None, "label": _labels(n)})
+              for s, n in (("train", N_TRAIN), ("validation", N_VAL), ("test", N_TEST))}
+    for s, f in frames.items():
+        f.to_parquet(data / f"{s}.parquet", index=False)
+    meta = {"task": "rt", "num_classes": 2, "primary_metric": "accuracy",
+            "splits": {s: {"n": len(f), "fingerprint": fingerprint(f)} for s, f in frames.items()}}
+    write_json(data / "meta.json", meta)
+
+    y = {s: f["label"].to_numpy() for s, f in frames.items()}
+    parity = np.arange(N_TEST) % 2 == 0
+    test_right = {"a": _mask(N_TEST, A_, B_), "b": _mask(N_TEST, A_, B_), "c": _mask(N_TEST, A_)}
+    test_margin = {"a": np.log(99.0), "b": np.where(parity, np.log(99.0), np.log(3.0)), "c": np.log(3.0)}
+    train_margin = {"a": np.log(9.0), "b": np.where(np.arange(N_TRAIN) % 2 == 0, np.log(99.0), np.log(3.0)),
+                    "c": np.log(3.0)}
+    for t in TEACHERS:
+        splits = {
+            "train": (frames["train"]["id"].tolist(), _logits(y["train"], True, train_margin[t])),
+            "validation": (frames["validation"]["id"].tolist(), _logits(y["validation"], True, 2.0)),
+            "test": (frames["test"]["id"].tolist(), _logits(y["test"], test_right[t], test_margin[t])),
+        }
+        save_logits(root / "logits" / f"{t}-rt.npz", teacher=t, task="rt", num_classes=2, splits=splits,
+                    provenance={"data_fingerprint": {s: meta["splits"][s]["fingerprint"] for s in splits}})
+        val, test = TEACHER_SCORES[t]
+        write_json(root / "metrics/teachers" / f"{t}-rt.json",
+                   {"rt": {"validation": {"accuracy": val, "macro_f1": val, "ece": 0.05},
+                           "test": {"accuracy": test, "macro_f1": test, "ece": 0.05}}})
+        write_json(root / "plots/curves/teachers" / f"{t}-rt.json",
+                   [] if t == "c" else [{"epoch": e, "train_loss": 1.0 / e, "val_accuracy": val - 0.1 / e} for e in (1, 2)])
+
+    for s, rights in _student_right().items():
+        arrays = {"rt/test/ids": frames["test"]["id"].to_numpy(dtype=str),
+                  "rt/validation/ids": frames["validation"]["id"].to_numpy(dtype=str)}
+        seeds = {}
+        for k, (seed, right) in enumerate(zip(SEEDS, rights)):
+            # seed 0 of `average` is wrong on 20, 21 with a small margin; seed 1 right there with a large one,
+            # so the seed ensemble is right there.
+            margin = np.where(_mask(N_TEST, (20, 21)), 1.0 if k == 0 else 3.0, 2.0) if s == "average" else 2.0
+            arrays[f"rt/test/seed{seed}"] = _logits(y["test"], right, margin)
+            arrays[f"rt/validation/seed{seed}"] = _logits(y["validation"], True, 1.0)
+            acc = float(right.mean())
+            scores = {"best_epoch": 2, "validation": {"accuracy": VALIDATION[s][k], "ece": 0.1},
+                      "test": {"accuracy": acc, "ece": 0.1}}
+            if s != "none":
+                scores["fidelity"] = {"a": {"agreement": 0.9, "kl": 0.1}, "fused": {"agreement": 0.95, "kl": 0.05}}
+            if s == "gating":
+                scores["gate_weights_train"] = {"a": 0.5, "b": 0.3, "c": 0.2}
+                scores["gate_weights_test"] = {"a": 0.6 - 0.1 * k, "b": 0.2 + 0.1 * k, "c": 0.2}
+            seeds[str(seed)] = scores
+        write_npz(root / "predictions" / f"{s}.npz", **arrays)
+        block = {"T": 6.0, "alpha": 0.0 if s == "none" else 0.7,
+                 "test": {m: summarize([v["test"][m] for v in seeds.values()]) for m in ("accuracy", "ece")},
+                 "validation": {m: summarize([v["validation"][m] for v in seeds.values()]) for m in ("accuracy", "ece")},
+                 "seeds": seeds}
+        write_json(root / "metrics/distill" / f"{s}.json", {"rt": block})
+        write_json(root / "plots/curves/distill" / f"{s}.json",
+                   [{"task": "rt", "seed": seed, "epoch": e, "train_loss": 0.5 / e, "val_accuracy": VALIDATION[s][k] - 0.05 / e}
+                    for k, seed in enumerate(SEEDS) for e in (1, 2)])
+    return root
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = build_tree(tmp_path_factory.mktemp("analysis"))
+    out = A.run_analysis(_params(), root)
+    return root, out
+
+
+def _json(root, name):
+    return json.loads((root / name).read_text())
+
+
+# ---------------------------------------------------------------------------------------------- pure functions
+
+
+def test_agreement_regions_and_region_accuracy():
+    teacher_preds = np.array([[0, 0, 1, 0, 2],
+                              [0, 1, 1, 1, 1],
+                              [0, 1, 1, 2, 0]])
+    regions = A.agreement_regions(teacher_preds)
+    assert regions.tolist() == [0, 1, 0, 2, 2]
+    correct = np.array([True, False, False, True, False])
+    assert A.region_accuracy(regions, correct) == {"all_agree": 0.5, "some_agree": 0.0, "all_differ": 0.5}
+    assert A.region_accuracy(np.zeros(2, dtype=int), np.array([True, True]))["all_differ"] is None
+
+
+def test_failure_categories_hand_case():
+    labels = np.array([0, 1, 1, 0, 1])
+    teacher_preds = np.array([[1, 1, 0, 0, 1],
+                              [1, 1, 1, 1, 1]])
+    # example 0: both wrong; 1: both right; 2: split; 3: split; 4: both right
+    assert A.failure_category(labels, teacher_preds).tolist() == [0, 1, 2, 2, 1]
+    seeds = {"0": np.array([1, 0, 0, 0, 1]),   # errors on 0 (all wrong), 1 (all right), 2 (split)
+             "1": np.array([1, 1, 1, 1, 1])}   # errors on 0 (all wrong), 3 (split)
+    out = A.failure_analysis(labels, teacher_preds, seeds)
+    assert out["errors_per_seed"] == 2.5
+    assert out["error_rate"] == 0.5
+    assert out["count_per_seed"] == {"all_teachers_wrong": 1.0, "all_teachers_right": 0.5, "teachers_split": 1.0}
+    assert out["share"] == {"all_teachers_wrong": 0.4, "all_teachers_right": 0.2, "teachers_split": 0.4}
+
+
+def test_gap_closed_formula_and_zero_guard():
+    assert A.gap_closed(0.85, 0.80, 0.90) == pytest.approx(0.5)
+    assert A.gap_closed(0.80, 0.80, 0.90) == 0.0
+    assert A.gap_closed(0.95, 0.80, 0.90) == pytest.approx(1.5)
+    assert A.gap_closed(0.85, 0.80, 0.80) is None
+    assert A.gap_closed(0.85, 0.80, 0.80 + 1e-9) is None
+
+
+def test_pick_best_and_rank():
+    assert A.pick_best({"x": 0.7, "y": 0.9, "z": 0.9}) == "y"
+    assert A.pick_best({}) is None
+    assert A.pick_best({"x": None, "y": 0.1}) == "y"
+    assert A.rank_scores({"x": 0.7, "y": 0.9, "z": 0.9, "w": 0.1}) == {"x": 3, "y": 1, "z": 1, "w": 4}
+
+
+@pytest.mark.parametrize("C", [2, 3])
+def test_metric_from_confusion_matches_sklearn(C):
+    rng = np.random.default_rng(1)
+    y, p = rng.integers(0, C, 300), rng.integers(0, C, 300)
+    p[:150] = y[:150]
+    idx = rng.integers(0, 300, (4, 300))
+    conf = A.confusion_counts(y, p, idx, C)
+    for b in range(4):
+        yb, pb = y[idx[b]], p[idx[b]]
+        assert A.metric_from_confusion(conf, "accuracy")[b] == pytest.approx(accuracy_score(yb, pb))
+        assert A.metric_from_confusion(conf, "mcc")[b] == pytest.approx(matthews_corrcoef(yb, pb))
+        assert A.metric_from_confusion(conf, "macro_f1")[b] == pytest.approx(
+            f1_score(yb, pb, labels=list(range(C)), average="macro", zero_division=0))
+        if C == 2:
+            assert A.metric_from_confusion(conf, "f1")[b] == pytest.approx(f1_score(yb, pb, zero_division=0))
+    # Degenerate: a constant prediction gives MCC 0 and F1 0, as sklearn.
+    const = A.confusion_counts(y, np.zeros_like(y), np.arange(300)[None], C)
+    assert A.metric_from_confusion(const, "mcc")[0] == 0.0
+    with pytest.raises(MtkdError, match="primary metric"):
+        A.metric_from_confusion(const, "auc")
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1", "mcc"])
+def test_paired_bootstrap_verdicts(metric):
+    y = np.arange(60) % 2
+    same = A.paired_bootstrap(y, y.copy(), y.copy(), metric, 2, n_resamples=300)
+    assert same["verdict"] == A.NO_DIFFERENCE
+    assert (same["diff_pp"], same["ci95_low"], same["ci95_high"]) == (0.0, 0.0, 0.0)
+    noisy = np.where(np.arange(60) % 3 == 0, 1 - y, y)
+    same_noisy = A.paired_bootstrap(y, noisy, noisy.copy(), metric, 2, n_resamples=300)
+    assert same_noisy["verdict"] == A.NO_DIFFERENCE and same_noisy["diff_pp"] == 0.0
+    right, wrong = y.copy(), 1 - y
+    multi = A.paired_bootstrap(y, right, wrong, metric, 2, n_resamples=300)
+    assert multi["verdict"] == "multi better"
+    assert multi["ci95_low"] > 0
+    assert multi["diff_pp"] == {"accuracy": 100.0, "f1": 100.0, "mcc": 200.0}[metric]
+    assert A.paired_bootstrap(y, wrong, right, metric, 2, n_resamples=300)["verdict"] == "single better"
+    # Seeded: the same call gives the same interval.
+    assert A.paired_bootstrap(y, noisy, y, metric, 2, n_resamples=300) == A.paired_bootstrap(y, noisy, y, metric, 2,
+                                                                                            n_resamples=300)
+
+
+def test_confidence_hand_values():
+    z = np.array([[np.log(99.0), 0.0], [0.0, np.log(3.0)], [0.0, 0.0]])
+    out = A.confidence(z)
+    assert out["mean_max_prob"] == pytest.approx((0.99 + 0.75 + 0.5) / 3, abs=1e-6)
+    assert out["mean_entropy"] == pytest.approx((H99 + H75 + math.log(2)) / 3, abs=1e-6)
+    assert out["high_confidence_share"] == pytest.approx(1 / 3, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def test_summary_chooses_on_validation_and_reports_test(tree):
+    root, _ = tree
+    s = _json(root, "metrics/summary.json")["rt"]
+    assert s["primary_metric"] == "accuracy" and s["n_test"] == N_TEST and s["n_seeds"] == 2
+    assert s["best_teacher"] == {"name": "a", "validation": 0.9, "test": 0.75}
+    # single_a is better on test (0.75) but single_b is better on validation (0.80): single_b is chosen.
+    assert s["best_single"]["strategy"] == "single_b"
+    assert s["best_single"]["test"] == pytest.approx(0.625)
+    assert s["best_multi"]["strategy"] == "average"
+    assert s["best_multi"]["test"] == pytest.approx(0.725)
+    assert s["none"]["test"] == pytest.approx(0.525)
+    # Per-seed paired differences: 70.0 − 62.5 and 75.0 − 62.5 pp.
+    adv = s["multi_advantage_pp"]
+    half = stats.t.ppf(0.975, 1) * math.sqrt(12.5) / math.sqrt(2)
+    assert adv["mean"] == pytest.approx(10.0)
+    assert adv["ci95_low"] == pytest.approx(10.0 - half, abs=1e-5)
+    assert adv["ci95_high"] == pytest.approx(10.0 + half, abs=1e-5)
+    assert adv["n_seeds"] == 2
+    # Gap closed: denominator 0.75 − 0.525 = 0.225.
+    gap = s["gap_closed"]
+    assert gap["reference_teacher"] == "a"
+    assert gap["denominator_pp"] == pytest.approx(22.5)
+    assert gap["best_multi"] == pytest.approx(0.2 / 0.225, abs=1e-6)
+    assert gap["best_single"] == pytest.approx(0.1 / 0.225, abs=1e-6)
+    assert gap["by_strategy"]["none"] == 0.0 and gap["by_strategy"]["single_a"] == pytest.approx(1.0)
+    # Bootstrap on seed-averaged students: average right on 30, single_b on 25, single_b never right alone.
+    boot = s["bootstrap"]
+    assert (boot["multi"], boot["single"], boot["metric"]) == ("average", "single_b", "accuracy")
+    assert boot["diff_pp"] == pytest.approx(12.5)
+    assert 0 < boot["ci95_low"] <= 12.5 <= boot["ci95_high"] <= 25.0
+    assert boot["verdict"] == "multi better"
+    ranks = {k: v["rank"] for k, v in s["strategies"].items()}
+    assert ranks == {"single_a": 1, "average": 2, "single_b": 3, "none": 4, "gating": 4}
+
+
+def test_agreement_regions_end_to_end(tree):
+    root, _ = tree
+    a = _json(root, "metrics/agreement.json")["rt"]
+    assert a["count"] == {"all_agree": 30, "some_agree": 10, "all_differ": 0}
+    assert a["share"] == {"all_agree": 0.75, "some_agree": 0.25, "all_differ": 0.0}
+    assert a["teacher_accuracy"]["a"] == {"all_agree": pytest.approx(2 / 3, abs=1e-6), "some_agree": 1.0, "all_differ": None}
+    assert a["teacher_accuracy"]["c"]["some_agree"] == 0.0
+    assert a["student_accuracy"]["none"] == {"all_agree": pytest.approx(16 / 30, abs=1e-6), "some_agree": 0.5,
+                                             "all_differ": None}
+    assert a["student_accuracy"]["average"]["some_agree"] == pytest.approx(0.9)  # seeds: 8/10 and 10/10
+    assert a["student_accuracy_when_teachers_disagree"]["average"] == pytest.approx(0.9)
+
+
+def test_failure_categories_end_to_end(tree):
+    root, _ = tree
+    f = _json(root, "metrics/failures.json")["rt"]
+    assert f["base_share"] == {"all_teachers_wrong": 0.25, "all_teachers_right": 0.5, "teachers_split": 0.25}
+    none = f["strategies"]["none"]
+    assert none["errors_per_seed"] == 19.0
+    assert none["count_per_seed"] == {"all_teachers_wrong": 10.0, "all_teachers_right": 4.0, "teachers_split": 5.0}
+    assert none["share"]["all_teachers_wrong"] == pytest.approx(10 / 19, abs=1e-6)
+    avg = f["strategies"]["average"]
+    assert avg["errors_per_seed"] == 11.0 and avg["error_rate"] == pytest.approx(0.275)
+    assert avg["share"] == {"all_teachers_wrong": pytest.approx(20 / 22, abs=1e-6), "all_teachers_right": 0.0,
+                            "teachers_split": pytest.approx(2 / 22, abs=1e-6)}
+
+
+def test_teacher_confidence_end_to_end(tree):
+    root, _ = tree
+    c = _json(root, "metrics/teacher_confidence.json")["rt"]
+    assert c["a"]["test"] == pytest.approx({"mean_max_prob": 0.99, "mean_entropy": H99, "high_confidence_share": 1.0}, abs=1e-5)
+    assert c["a"]["train"] == pytest.approx({"mean_max_prob": 0.9, "mean_entropy": H90, "high_confidence_share": 0.0}, abs=1e-5)
+    assert c["b"]["test"] == pytest.approx({"mean_max_prob": 0.87, "mean_entropy": (H99 + H75) / 2,
+                                            "high_confidence_share": 0.5}, abs=1e-5)
+    assert c["c"]["test"] == pytest.approx({"mean_max_prob": 0.75, "mean_entropy": H75, "high_confidence_share": 0.0}, abs=1e-5)
+    assert c["all_teachers"]["test"]["mean_max_prob"] == pytest.approx((0.99 + 0.87 + 0.75) / 3, abs=1e-5)
+
+
+def test_results_and_plot_tables(tree):
+    root, _ = tree
+    res = pd.read_csv(root / "metrics/results.csv", keep_default_na=False)
+    assert list(res.columns[:4]) == ["method", "kind", "task", "seed"]
+    assert len(res) == len(TEACHERS) + len(STRATEGIES) * len(SEEDS)
+    kinds = dict(zip(res["method"], res["kind"]))
+    assert kinds == {"a": "teacher", "b": "teacher", "c": "teacher", "none": "baseline", "single_a": "single",
+                     "single_b": "single", "average": "multi", "gating": "multi"}
+    assert set(res.loc[res["kind"] == "teacher", "seed"]) == {""}
+    row = res[(res["method"] == "average") & (res["seed"] == "0")].iloc[0]
+    assert float(row["test_accuracy"]) == pytest.approx(0.7) and float(row["validation_accuracy"]) == pytest.approx(0.77)
+    assert float(row["fidelity_fused_agreement"]) == pytest.approx(0.95)
+    assert {"test_ece", "validation_ece", "fidelity_a_kl", "gate_test_a", "best_epoch"} <= set(res.columns)
+    plot = pd.read_csv(root / "plots/strategies.csv")
+    assert list(plot.columns) == ["strategy", "task", "kind", "test_primary", "ci95_low", "ci95_high"]
+    assert plot["strategy"].tolist() == TEACHERS + STRATEGIES
+    avg = plot[plot["strategy"] == "average"].iloc[0]
+    assert avg["test_primary"] == pytest.approx(0.725) and avg["ci95_low"] < 0.725 < avg["ci95_high"]
+
+
+def test_report_is_self_contained_with_readings(tree):
+    root, out = tree
+    text = (root / "reports/report.html").read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\bsrc=", text)  # no external script (CDN or otherwise)
+    assert "https://cdn.plot.ly/plotly" not in text
+    assert text.count("plotly.js v") >= 1 and len(text) > 1_000_000  # the library itself is inline
+    assert text.count('class="plotly-graph-div"') == 8  # 6 per task (incl. curves, gates) + confidence + ranking
+    readings = out["readings"]
+    assert len(readings) == 8 + 1  # every figure + the headline
+    for sentence in readings:
+        assert A._e(sentence) in text
+    assert ("rt: Best multi (average) vs best single (single_b): +10.0 pp [−21.8, +41.8] over 2 seeds; "
+            "paired bootstrap on test examples +12.5 pp") in readings[0]
+    assert readings[0].endswith(": multi better.")
+    assert any("best multi average closes 89% and best single single_b closes 44% of the 22.5 pp gap" in r for r in readings)
+    assert any("teachers all agree on 75.0% of test examples" in r for r in readings)
+    assert any("the gate puts the most weight on a (0.55 on test" in r for r in readings)
+
+
+def test_rerun_is_byte_identical(tree, tmp_path):
+    root, _ = tree
+    before = {name: (root / name).read_bytes() for name in A.OUTPUTS}
+    A.run_analysis(_params(), root)
+    assert {name: (root / name).read_bytes() for name in A.OUTPUTS} == before
+
+
+def test_missing_input_names_file_and_command(tmp_path):
+    root = build_tree(tmp_path)
+    (root / "predictions/average.npz").unlink()
+    with pytest.raises(MtkdError, match=r"predictions/average\.npz: predictions not found \(run `dvc repro distill@average`\)"):
+        A.run_analysis(_params(), root)
+    shutil.rmtree(root / "metrics/teachers")
+    with pytest.raises(MtkdError, match=r"metrics/teachers/a-rt\.json: not found \(run `dvc repro extract_logits@a-rt`\)"):
+        A.run_analysis(_params(), root)
+    (root / "metrics/distill/gating.json").unlink()
+    with pytest.raises(MtkdError, match=r"metrics/distill/gating\.json: not found \(run `dvc repro distill@gating`\)"):
+        A.run_analysis(_params(), root)
+
+
+def test_prediction_ids_must_match(tmp_path):
+    root = build_tree(tmp_path)
+    path = root / "predictions/single_a.npz"
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["rt/test/ids"] = arrays["rt/test/ids"][::-1].copy()
+    write_npz(path, **arrays)
+    with pytest.raises(MtkdError, match=r"predictions/single_a\.npz\[rt/test\]: ids do not match"):
+        A.run_analysis(_params(), root)

@@ -1,0 +1,63 @@
+import re
+import json
+
+import pytest
+
+from mtkd.sweep import best_cell, cells, collect, main, summarize_sweep
+
+
+def run_entry(name, T, alpha, val_avg, test_avg, val_single, test_single):
+    def block(v, t):
+        return {"rt": {"validation": {"accuracy": {"mean": v}}, "test": {"accuracy": {"mean": t}}}}
+
+    return {"rev": name[:7], "name": name, "data": {
+        "params": {"params.yaml": {"data": {"distill": {"T": T, "alpha": alpha}}}},
+        "metrics": {"metrics/distill/average.json": {"data": block(val_avg, test_avg)},
+                    "metrics/distill/single_a.json": {"data": block(val_single, test_single)},
+                    "metrics/distill/none.json": {"data": block(0.5, 0.5)}}}}
+
+
+def exp_show():
+    # DVC nests experiments under their baseline: [{..., experiments: [{revs: [...]}]}].
+    grid = [(3, 0.5, 0.84, 0.80, 0.80, 0.81), (6, 0.5, 0.82, 0.90, 0.81, 0.80),
+            (9, 0.5, 0.81, 0.79, 0.83, 0.82), (3, 0.7, 0.83, 0.78, 0.79, 0.80)]
+    exps = [{"revs": [run_entry(f"exp-{i}", *g)]} for i, g in enumerate(grid)]
+    base = run_entry("workspace", 6, 0.5, 0.0, 0.0, 0.0, 0.0)  # duplicate of a cell: first one wins
+    base["experiments"] = exps
+    return [base]
+
+
+def test_collect_walks_nested_experiments():
+    runs = collect(exp_show())
+    assert [r.name for r in runs] == ["workspace", "exp-0", "exp-1", "exp-2", "exp-3"]
+
+
+def test_best_cell_is_chosen_on_validation_not_test():
+    grid = cells(collect(exp_show())[1:], "average", "rt", "accuracy")
+    best = best_cell(grid)
+    assert (best["T"], best["alpha"]) == (3.0, 0.5)  # validation 0.84; (6, 0.5) has the best *test* 0.90
+    assert best["test"] == 0.80
+
+
+def test_per_strategy_best_T():
+    summary = summarize_sweep(collect(exp_show())[1:], {"rt": "accuracy"})
+    assert summary["rt"]["average"]["best_T"] == 3.0
+    assert summary["rt"]["single_a"]["best_T"] == 9.0
+    assert "none" not in summary["rt"]
+
+
+def test_T_may_be_a_map():
+    entry = run_entry("m", {"average": 2.0, "single_a": 8.0}, 0.5, 0.8, 0.8, 0.8, 0.8)
+    other = run_entry("n", {"average": 4.0, "single_a": 8.0}, 0.5, 0.9, 0.8, 0.8, 0.8)
+    grid = cells(collect([entry, other]), "average", "rt", "accuracy")
+    assert set(grid) == {(2.0, 0.5), (4.0, 0.5)}
+
+
+def test_cli_writes_report_and_json(tmp_path):
+    src = tmp_path / "exp.json"
+    src.write_text(json.dumps(exp_show()))
+    assert main(["--input", str(src), "--html", str(tmp_path / "s.html"), "--json", str(tmp_path / "s.json")]) == 0
+    html = (tmp_path / "s.html").read_text()
+    assert "average on rt: best cell T=3, α=0.5" in html
+    assert not re.search(r"<script[^>]*\bsrc=", html)  # plotly.js inline: opens offline
+    assert json.loads((tmp_path / "s.json").read_text())["rt"]["average"]["best"]["T"] == 3.0
