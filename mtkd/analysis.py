@@ -840,7 +840,8 @@ def load_task_inputs(root: Path, task: str, teachers: list[str], strategies: lis
             path = root / "logits" / f"{t}-{task}.npz"
             if not path.is_file():
                 raise MtkdError(f"{path}: teacher logits not found (run `dvc repro extract_logits@{t}-{task}` or `dvc pull`)")
-            stack.append(load_logits(path, split, frames[split], C, meta["splits"][split]["fingerprint"]))
+            stack.append(load_logits(path, split, frames[split], C, meta["splits"][split]["fingerprint"],
+                                     checkpoint_dir=root / "models/teachers" / f"{t}-{task}"))
         logits[split] = np.stack(stack)
     teacher_metrics = {}
     for t in teachers:

@@ -13,7 +13,7 @@ log = logging.getLogger("mtkd")
 
 
 def stage(fn):
-    """Run ``fn`` as a stage: ``MtkdError`` → one line on stderr and exit 2; Ctrl-C → exit 130."""
+    """Run ``fn`` as a stage: ``MtkdError`` → one line on stderr and exit 2; Ctrl-C → one line, exit 130."""
 
     @functools.wraps(fn)
     def wrapper(argv=None):
@@ -23,18 +23,19 @@ def stage(fn):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        import transformers
-
-        # Load reports ("classifier.weight MISSING") are expected for a fresh head: keep logs readable.
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
         try:
+            import transformers
+
+            # Load reports ("classifier.weight MISSING") are expected for a fresh head: keep logs readable.
+            transformers.logging.set_verbosity_error()
+            transformers.utils.logging.disable_progress_bar()
             return fn(argv)
         except MtkdError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
-            print("interrupted: no output was written", file=sys.stderr)
+            # Every write is temp-then-rename (mtkd.io), so what exists is whole; the rest is absent.
+            print("interrupted: stopped without leaving a partial output; re-run to finish", file=sys.stderr)
             sys.exit(130)
 
     return wrapper

@@ -106,7 +106,10 @@ def _read_local(path: str) -> pd.DataFrame:
                ".parquet": pd.read_parquet}
     if p.suffix not in readers:
         raise MtkdError(f"data.local_files: {p} has unsupported suffix '{p.suffix}' (use {', '.join(readers)})")
-    return readers[p.suffix](p)
+    try:
+        return readers[p.suffix](p)
+    except Exception as exc:  # malformed or truncated file: pandas/pyarrow raise many kinds
+        raise MtkdError(f"data.local_files: {p} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
 def load_glue(params_data, task: "Task") -> dict[str, pd.DataFrame]:
@@ -171,7 +174,7 @@ def prepare_task(params_data, name: str, out_dir: Path) -> dict:
             raise MtkdError(f"task {name}: split '{split}' is empty (too few examples or groups)")
         if frame["id"].duplicated().any():
             raise MtkdError(f"task {name}: split '{split}' has duplicate ids")
-        labels = set(frame["label"].unique())
+        labels = {int(v) for v in frame["label"].unique()}  # plain ints: messages read "[0, 1]", not "np.int64(0)"
         if not labels <= set(range(task.num_classes)):
             raise MtkdError(f"task {name}: split '{split}' has labels {sorted(labels)} outside 0..{task.num_classes - 1}")
         if split == "train" and len(labels) < 2:
@@ -200,7 +203,10 @@ def load_split(data_dir: Path, task: str, split: str) -> pd.DataFrame:
     path = Path(data_dir) / task / f"{split}.parquet"
     if not path.is_file():
         raise MtkdError(f"{path}: prepared split not found (run `dvc repro prepare`)")
-    frame = pd.read_parquet(path)
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # truncated or overwritten file: pyarrow raises several kinds
+        raise MtkdError(f"{path}: not a readable parquet file ({type(exc).__name__}); re-run `dvc repro prepare`") from None
     if list(frame.columns) != COLUMNS or frame.empty:
         raise MtkdError(f"{path}: expected non-empty columns {COLUMNS}, got {list(frame.columns)} with {len(frame)} rows")
     return frame
@@ -210,7 +216,13 @@ def load_meta(data_dir: Path, task: str) -> dict:
     path = Path(data_dir) / task / "meta.json"
     if not path.is_file():
         raise MtkdError(f"{path}: not found (run `dvc repro prepare`)")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MtkdError(f"{path}: not valid JSON ({exc}); re-run `dvc repro prepare`") from None
+    if not isinstance(meta, dict) or not {"num_classes", "splits"} <= set(meta):
+        raise MtkdError(f"{path}: not a prepared-task meta file (needs 'num_classes' and 'splits')")
+    return meta
 
 
 def report_splits(task: str) -> tuple[str, ...]:

@@ -9,14 +9,16 @@ a silent re-alignment.
 
 from __future__ import annotations
 
+import functools
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mtkd.errors import MtkdError
-from mtkd.io import write_npz
+from mtkd.io import sha256_tree, write_npz
 
 FORMAT_VERSION = 1
 
@@ -61,16 +63,27 @@ def _open(path: Path):
 
 
 def load_logits(path: Path, split: str, expected: pd.DataFrame, num_classes: int,
-                data_fingerprint: str | None = None) -> np.ndarray:
-    """Logits of ``split`` for exactly the examples of ``expected`` (same ids, same order)."""
+                data_fingerprint: str | None = None, checkpoint_dir: Path | None = None) -> np.ndarray:
+    """Logits of ``split`` for exactly the examples of ``expected`` (same ids, same order).
+
+    With ``checkpoint_dir`` (the teacher checkpoint the logits should come from), logits
+    recorded for a different checkpoint hash are refused; an absent checkpoint is not
+    checked (``dvc pull`` of logits alone is a normal way to work).
+    """
     path = Path(path)
     with _open(path) as npz:
+        if "meta" not in npz.files:
+            raise MtkdError(f"{path}: no metadata; not a logits file written by extract_logits")
+        if f"{split}/ids" not in npz.files or f"{split}/logits" not in npz.files:
+            raise MtkdError(f"{path}: no '{split}' split (has: {', '.join(sorted({k.split('/')[0] for k in npz.files} - {'meta'}))})")
         try:
             meta = json.loads(str(npz["meta"]))
             ids = npz[f"{split}/ids"]
             logits = npz[f"{split}/logits"]
-        except (KeyError, ValueError) as exc:
-            raise MtkdError(f"{path}: no '{split}' split or no metadata ({exc})") from None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # pickled arrays, bad JSON, corrupt members
+            raise MtkdError(f"{path}: not a readable logits file ('{split}': {type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict):
+        raise MtkdError(f"{path}: metadata is not a JSON object")
     where = f"{path}[{split}]"
     if meta.get("num_classes") != num_classes:
         raise MtkdError(f"{where}: recorded for {meta.get('num_classes')} classes, the task has {num_classes}")
@@ -85,4 +98,15 @@ def load_logits(path: Path, split: str, expected: pd.DataFrame, num_classes: int
     recorded = meta.get("data_fingerprint", {}).get(split)
     if data_fingerprint is not None and recorded is not None and recorded != data_fingerprint:
         raise MtkdError(f"{where}: computed for data fingerprint {recorded}, the prepared split is {data_fingerprint}; stale logits")
+    if checkpoint_dir is not None and Path(checkpoint_dir).exists():
+        recorded, current = meta.get("checkpoint_sha256"), _tree_hash(str(checkpoint_dir))
+        if recorded is not None and recorded != current:
+            raise MtkdError(f"{where}: computed from checkpoint {recorded[:12]}…, {checkpoint_dir} is now {current[:12]}…;"
+                            " stale logits (run `dvc repro extract_logits`)")
     return logits
+
+
+@functools.lru_cache(maxsize=None)
+def _tree_hash(path: str) -> str:
+    # One hash per checkpoint per process, though each split's logits are checked against it.
+    return sha256_tree(path)

@@ -48,7 +48,7 @@ def build_classifier(cfg, num_labels: int, seed: int, work_dir: Path | None = No
         return distilbert_from_bert(path, cfg.init_layers, num_labels), tokenizer
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, trust_remote_code=cfg.trust_remote_code, ignore_mismatched_sizes=False)
+            path, num_labels=num_labels, trust_remote_code=cfg.trust_remote_code, use_safetensors=True)
     except (OSError, ValueError) as exc:
         raise MtkdError(f"model_name_or_path: cannot load '{cfg.model_name_or_path}' ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     return model, tokenizer
@@ -73,7 +73,7 @@ def distilbert_from_bert(bert_path: str, layers: list[int], num_labels: int) -> 
     DistilBERT has no token-type embedding; BERT adds type-0's vector to every token of a
     single sentence, so folding it into the word embeddings reproduces BERT's hidden states.
     """
-    bert = AutoModel.from_pretrained(bert_path)
+    bert = AutoModel.from_pretrained(bert_path, use_safetensors=True)
     bc = bert.config
     if bc.model_type != "bert":
         raise MtkdError(f"student.init_layers: needs a BERT checkpoint, '{bert_path}' is {bc.model_type}")

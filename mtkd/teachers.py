@@ -7,6 +7,7 @@ Checkpoints are safetensors (plus JSON): nothing we load is ever unpickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Protocol
@@ -31,12 +32,51 @@ def _check_checkpoint(model_dir: Path, expected_kind: str, num_classes: int) -> 
     info_path = Path(model_dir) / CHECKPOINT_INFO
     if not info_path.is_file():
         raise MtkdError(f"{model_dir}: not a teacher checkpoint (no {CHECKPOINT_INFO}; run `dvc repro train_teachers` or `dvc pull`)")
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MtkdError(f"{info_path}: not valid JSON ({exc}); re-run `dvc repro train_teachers`") from None
+    if not isinstance(info, dict):
+        raise MtkdError(f"{info_path}: expected a JSON object")
     if info.get("kind") != expected_kind:
         raise MtkdError(f"{model_dir}: checkpoint kind '{info.get('kind')}' but params say '{expected_kind}'")
     if info.get("num_classes") != num_classes:
         raise MtkdError(f"{model_dir}: checkpoint has {info.get('num_classes')} labels, the task has {num_classes}")
     return info
+
+
+def _check_safetensors(model_dir: Path) -> None:
+    """Refuse a checkpoint without safetensors weights, or with truncated ones, naming the file.
+
+    transformers would otherwise fall back to a pickled ``pytorch_model.bin``.
+    """
+    from safetensors import safe_open
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise MtkdError(f"{model_dir}: no *.safetensors weights (pickled checkpoints such as pytorch_model.bin are never loaded)")
+    for file in files:
+        try:
+            with safe_open(str(file), "pt"):  # parses the header and checks it covers the whole file
+                pass
+        except Exception as exc:
+            raise MtkdError(f"{file}: corrupt or truncated safetensors ({exc})") from None
+
+
+def vocab_sha256(tokenizer) -> str:
+    """Hash of the token → id map: two tokenizers that encode differently hash differently."""
+    return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
+
+
+def _check_tokenizer(model_dir: Path, model, tokenizer, info: dict) -> None:
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise MtkdError(f"{model_dir}: tokenizer has {len(tokenizer)} tokens, the model's embedding only {rows} rows"
+                        " (tokenizer and model do not belong together)")
+    recorded = info.get("tokenizer_sha256")
+    if recorded is not None and recorded != vocab_sha256(tokenizer):
+        raise MtkdError(f"{model_dir}: tokenizer vocabulary differs from the one the teacher was trained with"
+                        f" ({CHECKPOINT_INFO} records {recorded[:12]}…)")
 
 
 class HFKind:
@@ -56,7 +96,8 @@ class HFKind:
             tokenizer.save_pretrained(tmp)
             (tmp / CHECKPOINT_INFO).write_text(json.dumps(
                 {"kind": "hf", "teacher": name, "task": task["task"], "num_classes": task["num_classes"],
-                 "max_seq_length": cfg.max_seq_length, "best_epoch": result.best_epoch}, indent=2))
+                 "max_seq_length": cfg.max_seq_length, "best_epoch": result.best_epoch,
+                 "tokenizer_sha256": vocab_sha256(tokenizer)}, indent=2))
         return {"best_epoch": result.best_epoch, "history": result.history}
 
     def predict(self, model_dir, frames, runtime, *, num_classes: int, trust_remote_code: bool = False):
@@ -65,13 +106,16 @@ class HFKind:
         from mtkd.training import encode, predict
 
         info = _check_checkpoint(model_dir, "hf", num_classes)
+        _check_safetensors(model_dir)
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=trust_remote_code,
+                                                                       use_safetensors=True)
             tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
         except Exception as exc:
             raise MtkdError(f"{model_dir}: cannot load the teacher checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
         if model.config.num_labels != num_classes:
             raise MtkdError(f"{model_dir}: model has {model.config.num_labels} labels, the task has {num_classes}")
+        _check_tokenizer(model_dir, model, tokenizer, info)
         return {s: predict(model, encode(tokenizer, f, info["max_seq_length"]), tokenizer.pad_token_id or 0,
                            bf16=runtime.bf16, desc=f"logits {s}") for s, f in frames.items()}
 
@@ -118,13 +162,23 @@ class SklearnKind:
         from safetensors.numpy import load_file
 
         info = _check_checkpoint(model_dir, "sklearn", num_classes)
+        weights, vocab_file = Path(model_dir) / "model.safetensors", Path(model_dir) / "vocabulary.json"
         try:
-            arrays = load_file(str(Path(model_dir) / "model.safetensors"))
-            vocab = json.loads((Path(model_dir) / "vocabulary.json").read_text())
+            arrays = load_file(str(weights))
         except Exception as exc:
-            raise MtkdError(f"{model_dir}: cannot load the sklearn teacher ({type(exc).__name__}: {exc})") from None
+            raise MtkdError(f"{weights}: cannot load the sklearn teacher's arrays ({type(exc).__name__}: {exc})") from None
+        try:
+            vocab = json.loads(vocab_file.read_text())
+        except Exception as exc:
+            raise MtkdError(f"{vocab_file}: cannot load the sklearn teacher's vocabulary ({type(exc).__name__}: {exc})") from None
+        if missing := {"idf", "coef", "intercept", "classes"} - set(arrays):
+            raise MtkdError(f"{weights}: missing arrays {sorted(missing)}")
+        if len(arrays["classes"]) != num_classes:
+            raise MtkdError(f"{weights}: classifier has {len(arrays['classes'])} labels, the task has {num_classes}")
         if len(vocab) != len(arrays["idf"]) or arrays["coef"].shape[1] != len(vocab):
             raise MtkdError(f"{model_dir}: vocabulary ({len(vocab)}) and arrays {arrays['coef'].shape} disagree")
+        if not isinstance(info.get("hyperparameters"), dict):
+            raise MtkdError(f"{Path(model_dir) / CHECKPOINT_INFO}: no 'hyperparameters' recorded")
         vec = self._vectorizer(info["hyperparameters"], vocabulary=vocab)
         vec.idf_ = arrays["idf"]
         out = {}

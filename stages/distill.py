@@ -37,7 +37,8 @@ def main(argv=None):
             fp = meta["splits"]
             teacher_logits = TeacherLogits(
                 teachers,
-                {s: np.stack([load_logits(Path("logits") / f"{t}-{task}.npz", s, frames[s], meta["num_classes"], fp[s]["fingerprint"])
+                {s: np.stack([load_logits(Path("logits") / f"{t}-{task}.npz", s, frames[s], meta["num_classes"],
+                                          fp[s]["fingerprint"], checkpoint_dir=Path("models/teachers") / f"{t}-{task}")
                               for t in teachers]) for s in splits},
                 {t: load_teacher_validation_metric(Path("metrics/teachers"), t, task, meta["primary_metric"]) for t in teachers},
             )
