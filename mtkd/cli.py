@@ -42,7 +42,16 @@ def stage(fn):
 
 
 def set_threads(runtime) -> None:
+    """``runtime.num_threads``, or ``MTKD_NUM_THREADS`` when set.
+
+    The environment variable is for running queued experiments side by side
+    (``MTKD_NUM_THREADS=1 dvc queue start -j 2``) without touching params, which would
+    invalidate every cached stage that declares them.
+    """
     import torch
 
-    torch.set_num_threads(runtime.num_threads)
+    env = os.environ.get("MTKD_NUM_THREADS")
+    if env is not None and not (env.isdigit() and int(env) >= 1):
+        raise MtkdError(f"MTKD_NUM_THREADS: must be a positive integer, got {env!r}")
+    torch.set_num_threads(int(env) if env else runtime.num_threads)
     torch.use_deterministic_algorithms(True, warn_only=True)

@@ -86,7 +86,7 @@ class HFKind:
         from mtkd.models import build_classifier
         from mtkd.training import encode, predict, train
 
-        model, tokenizer = build_classifier(cfg, task["num_classes"], cfg.seed, work_dir=out_dir.parent)
+        model, tokenizer = build_classifier(cfg, task["num_classes"], cfg.seed)  # imports go to .cache/
         enc = {s: encode(tokenizer, f, cfg.max_seq_length) for s, f in splits.items()}
         result = train(model, enc["train"], enc["validation"], cfg, seed=cfg.seed, pad_id=tokenizer.pad_token_id or 0,
                        num_classes=task["num_classes"], primary_metric=task["primary_metric"], bf16=runtime.bf16,
