@@ -1,0 +1,182 @@
+"""Targets (issue #6) and the short Markdown table written beside the JSON."""
+
+from __future__ import annotations
+
+
+def _t(name, measured, target, met, note=""):
+    return {"target": name, "measured": measured, "goal": target, "met": bool(met) if met is not None else None, "note": note}
+
+
+def targets(r: dict) -> list[dict]:
+    s = r["sections"]
+    cpu = r["machine"]["device"] == "cpu"
+    out = []
+    st = s.get("student")
+    if st:
+        ours = st["ours"]["ours: bucketing + bf16 autocast"]
+        ratio = ours["ratio_vs_reference"]
+        out.append(_t("student distillation throughput vs reference", f"{ratio:.2f}x", ">= 8x", ratio >= 8 if cpu else None,
+                      f"{ours['examples_per_s']} vs {st['reference']['examples_per_s']} ex/s"
+                      + ("" if ratio >= 8 or not cpu else f"; missed by {8 - ratio:.2f}x ({1 - ratio / 8:.0%} below)")))
+        mfu = ours.get("mfu_vs_bf16")
+        if mfu is not None:
+            out.append(_t("student MFU vs bf16 matmul peak", f"{mfu:.1%}", ">= 20%", mfu >= 0.20 if cpu else None,
+                          "" if mfu >= 0.2 or not cpu else f"missed by {100 * (0.20 - mfu):.1f} points"))
+    ex = s.get("extraction")
+    if ex:
+        ratio = ex["ours"]["ratio_vs_reference"]
+        out.append(_t("logit extraction vs max_length fp32 inference", f"{ratio:.2f}x", ">= 12x", ratio >= 12 if cpu else None,
+                      f"{ex['ours']['examples_per_s']} vs {ex['reference']['examples_per_s']} ex/s"
+                      + ("" if ratio >= 12 or not cpu else f"; missed by {12 - ratio:.2f}x ({1 - ratio / 12:.0%} below)")))
+    te = s.get("teacher")
+    if te:
+        out.append(_t("teacher fine-tuning throughput vs reference", f"{te['ours']['ratio_vs_reference']:.2f}x", "(no target)", None,
+                      f"{te['ours']['examples_per_s']} vs {te['reference']['examples_per_s']} ex/s"))
+    fu = s.get("fusion")
+    if fu:
+        for name, v in fu["strategies"].items():
+            if name == fu["baseline"]:
+                continue
+            goal = 0.10 if name == "gating" else 0.05
+            out.append(_t(f"fusion overhead per step: {name}", f"{v['overhead_vs_single']:+.1%}", f"<= {goal:.0%}",
+                          v["overhead_vs_single"] <= goal, f"objective alone {v['objective_overhead_vs_single_step']:+.1%}"))
+    pipe = s.get("pipeline")
+    tiny = (s.get("rss_tiny") or {}).get("dvc")
+    if pipe:
+        out.append(_t("default `dvc repro` wall time", f"{pipe['full_repro_min']:.1f} min", "<= 20 min",
+                      pipe["full_repro_min"] <= 20, ""))
+    src = pipe or tiny
+    if src:
+        out.append(_t("no-op `dvc repro`", f"{src['noop_repro_s']:.2f} s", "<= 3 s", src["noop_repro_s"] <= 3,
+                      f"{src['profile']} profile (16 stages)"))
+    if pipe and pipe.get("max_stage_peak_rss_mb"):
+        out.append(_t("peak RSS of any stage (default run)", f"{pipe['max_stage_peak_rss_mb'] / 1024:.2f} GB", "<= 4 GB",
+                      pipe["max_stage_peak_rss_mb"] <= 4096, "sampled VmHWM"))
+    rt = s.get("rss_tiny")
+    if rt:
+        out.append(_t("peak RSS of any stage (tiny profile)", f"{rt['max_peak_rss_mb'] / 1024:.2f} GB", "<= 4 GB",
+                      rt["max_peak_rss_mb"] <= 4096, "exact (wait4)"))
+    acc = s.get("accuracy")
+    if acc:
+        v = acc["verdict"]["validation_accuracy"]
+        out.append(_t("bucketing + bf16 keep validation accuracy", f"{v['difference_of_means']:+.4f}",
+                      f"within seed std ({v['max_seed_std']:.4f})", v["within_seed_spread"], ""))
+    return out
+
+
+def _fmt(x, nd=1):
+    return "—" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+
+def markdown(r: dict) -> str:
+    s, m = r["sections"], r["machine"]
+    lines = [f"# mtkd bench — {m['device']}" + (f" ({m.get('gpu')})" if m.get("gpu") else ""), "",
+             f"`{r['command']}` · mode {r['mode']} · {m.get('cpu', '?')} · {m['cpu_count']} cores, torch {m['torch']}"
+             f" ({m['torch_threads']} threads) · started {r['started']} · {r.get('elapsed_s', 0):.0f} s", ""]
+    busy = [x for x in r.get("runs_contention", []) if x["contended_fraction"] > 0]
+    lines += [("**Contended:** other stage/test processes ran beside " + ", ".join(f"{x['run']} ({x['contended_fraction']:.0%})" for x in busy)
+               + " — those timings are low.") if busy else
+              "Every timed run started on an idle machine and saw no other stage/test process (sampled every 0.5 s).", ""]
+    if "peak" in s:
+        p = s["peak"]
+        lines += ["Matmul peak: " + ", ".join(f"{k} {v} TFLOP/s" for k, v in p.items() if k != "unit") + ".", ""]
+    rows = []
+    for key, label in (("student", "student distillation"), ("teacher", "teacher fine-tuning")):
+        if key in s:
+            d = s[key]
+            ours = d["ours"]["ours: bucketing + bf16 autocast"] if key == "student" else d["ours"]
+            ref = d["reference"]
+            rows.append(f"| {label} | {ours['examples_per_s']} | {ref['examples_per_s']} | **{ours['ratio_vs_reference']:.2f}×** "
+                        f"| {ours.get('mfu_vs_bf16', 0):.1%} | {ref.get('mfu_vs_fp32', 0):.1%} |")
+            prop = d["ours"].get("proposal: + word embeddings frozen") if key == "student" else None
+            if prop:
+                rows.append(f"| student, proposal: + word embeddings frozen | {prop['examples_per_s']} | {ref['examples_per_s']} | "
+                            f"{prop['ratio_vs_reference']:.2f}× | {prop.get('mfu_vs_bf16', 0):.1%} | |")
+    if "extraction" in s:
+        e = s["extraction"]
+        rows.append(f"| logit extraction | {e['ours']['examples_per_s']} | {e['reference']['examples_per_s']} | "
+                    f"**{e['ours']['ratio_vs_reference']:.2f}×** | {e['ours']['mfu_vs_bf16']:.1%} | {e['reference']['mfu_vs_fp32']:.1%} |")
+        for name, v in e.items():
+            if name.startswith("proposal:"):
+                rows.append(f"| logit extraction, {name} | {v['examples_per_s']} | {e['reference']['examples_per_s']} | "
+                            f"{v['ratio_vs_reference']:.2f}× | {v['mfu_vs_bf16']:.1%} | |")
+    if rows:
+        lines += ["## Throughput (examples/s, same model, data, batch size, lr)", "",
+                  "| workload | ours | reference (HF Trainer, max_length, fp32) | ratio | ours MFU (bf16 peak) | ref MFU (fp32 peak) |",
+                  "|---|---|---|---|---|---|", *rows, ""]
+    if "student" in s and len(s["student"]["ours"]) > 1:
+        lines += ["### Student: what each part of our loop buys", "", "| variant | ex/s | × reference | mean padded width | MFU (own dtype peak) |",
+                  "|---|---|---|---|---|"]
+        ref = s["student"]["reference"]
+        lines.append(f"| {ref['name']} | {ref['examples_per_s']} | 1.00× | {ref['mean_padded_width']} | {ref['mfu_vs_fp32']:.1%} |")
+        for name, v in s["student"]["ours"].items():
+            mfu = v.get("mfu_vs_bf16", v.get("mfu_vs_fp32"))
+            lines.append(f"| {name} | {v['examples_per_s']} | {v['ratio_vs_reference']:.2f}× | {v['mean_padded_width']} | {mfu:.1%} |")
+        uf = s["student"].get("reference_unfused_adamw")
+        if uf:
+            lines.append(f"| {uf['name']} | {uf['examples_per_s']} | {uf['examples_per_s'] / ref['examples_per_s']:.2f}× | {uf['mean_padded_width']} | {uf['mfu_vs_fp32']:.1%} |")
+            lines += ["", f"Against the unfused-AdamW reference ({uf['examples_per_s']} ex/s) ours is {uf['ours_ratio_vs_this']:.2f}×."]
+        lines += ["", f"Real tokens per example: {ref['mean_real_tokens']}; FLOPs/example {s['student']['ours']['ours: bucketing + bf16 autocast']['gflop_per_example']} GFLOP (model FLOPs, {s.get('mfu', {}).get('formula', 'see bench/mfu.py')}).", ""]
+    if "extraction" in s:
+        a = s["extraction"]["agreement"]
+        lines += [f"Extraction: ours vs reference logits: max |Δ| {a['max_abs_logit_diff']}, argmax agreement {a['argmax_agreement']:.4f}"
+                  f" (bf16 vs fp32); tokenising: ours {s['extraction']['ours']['tokenise_s']} s, reference `Dataset.map` {s['extraction']['reference']['tokenise_s']} s.", ""]
+    if "profile" in s:
+        pr = s["profile"]
+        lines += ["## Where a student step goes (bucketing + bf16, batch 32)", "", "| variant | ex/s | collate | forward+loss | backward | clip | optimizer | MFU |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, v in pr["variants"].items():
+            ph = v.get("phases_ms_per_step")
+            cells = [f"{ph.get(k, 0):.1f} ms ({v['phases_share'].get(k, 0):.0%})" for k in ("collate", "forward", "backward", "clip_grad", "optimizer")] if ph else ["—"] * 5
+            lines.append(f"| {name} | {v['examples_per_s']} | " + " | ".join(cells) + f" | {v['mfu_vs_bf16']:.1%} |")
+        if pr.get("top_ops"):
+            lines += ["", "Top operators (self time, " + pr["top_ops_sort"] + f", {pr['top_ops_steps']} steps): "
+                      + "; ".join(f"{o['op']} {o['share']:.0%}" for o in pr["top_ops"][:8]) + "."]
+        lines.append("")
+    if "fusion" in s:
+        f = s["fusion"]
+        lines += [f"## Fusion overhead per step vs `{f['baseline']}` ({f['steps_per_round']} steps × {f['rounds']} rounds, min per step)", "",
+                  "| strategy | step ms (median) | overhead | objective ms | one-off fuse s |", "|---|---|---|---|---|"]
+        for name, v in f["strategies"].items():
+            lines.append(f"| {name} | {v['step_ms_median']} | {v['overhead_vs_single']:+.1%} | {v['objective_ms_median']} | {v['one_off_fuse_s']} |")
+        lines += ["", f"`fusion_context` (3 temperature fits) once per run: {f['fusion_context_s']} s.", ""]
+    if "rss_tiny" in s:
+        t = s["rss_tiny"]
+        lines += ["## Peak RSS per stage", "", "| stage | tiny profile MB (exact) | default profile MB (sampled) |", "|---|---|---|"]
+        default = (s.get("pipeline") or {}).get("stage_peak_rss_mb", {})
+        names = [x["stage"] for x in t["stages"]] + [k for k in default if k not in {x["stage"] for x in t["stages"]}]
+        tiny = {x["stage"]: x["peak_rss_mb"] for x in t["stages"]}
+        for n in names:
+            lines.append(f"| {n} | {_fmt(tiny.get(n))} | {_fmt(default.get(n))} |")
+        lines.append("")
+    dv = [d for d in ((s.get("rss_tiny") or {}).get("dvc"), s.get("pipeline")) if d]
+    if dv:
+        lines += ["## DVC wall times", "", "| profile | full `dvc repro` | no-op `dvc repro` | `dvc status` | `dvc exp run -S distill.T=9` |",
+                  "|---|---|---|---|---|"]
+        for d in dv:
+            lines.append(f"| {d['profile']} | {d['full_repro_s']:.0f} s | {d['noop_repro_s']:.2f} s | {d['dvc_status_s']:.2f} s | {d['exp_run_T9_s']:.0f} s |")
+        lines.append("")
+    if "accuracy" in s:
+        a = s["accuracy"]
+        lines += [f"## Accuracy: bucketing + bf16 vs none ({a['train_examples']} train examples, seeds {a['seeds']}, strategy {a['strategy']})", "",
+                  "| arm | validation accuracy | test accuracy |", "|---|---|---|"]
+        for name, v in a["arms"].items():
+            lines.append(f"| {name} | {v['validation_accuracy']['mean']:.4f} ± {v['validation_accuracy']['std']:.4f} | "
+                         f"{v['test_accuracy']['mean']:.4f} ± {v['test_accuracy']['std']:.4f} |")
+        pe = a["padding_equivalence"]
+        pv = a.get("proposal_verdict", {}).get("validation_accuracy")
+        if pv:
+            lines += ["", f"Proposal (word embeddings frozen) vs ours: validation accuracy {pv['difference_of_means']:+.4f}"
+                      f" ({'within' if pv['within_seed_spread'] else 'outside'} the seed spread {pv['max_seed_std']:.4f})."]
+        lines += ["", f"Padding to {pe['fixed_width']} instead of {pe['dynamic_width']} changes fp32 logits by at most {pe['max_abs_logit_diff']:.2e}"
+                  " (so the no-bucketing fp32 arm stands for the reference's max_length padding).", ""]
+    tg = r.get("targets") or []
+    if tg:
+        lines += ["## Targets", "", "| target | measured | goal | met | note |", "|---|---|---|---|---|"]
+        for t in tg:
+            met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+            lines.append(f"| {t['target']} | {t['measured']} | {t['goal']} | {met} | {t['note']} |")
+        lines.append("")
+    if r.get("errors"):
+        lines += ["## Errors", ""] + [f"- {k}: {v}" for k, v in r["errors"].items()] + [""]
+    return "\n".join(lines)
