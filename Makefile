@@ -27,3 +27,6 @@ test: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+bench: setup
+	$(BIN)/python -m bench.run
