@@ -6,9 +6,17 @@ PYTHON ?= python3
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup repro test bench clean-venv
+.PHONY: setup browser repro test bench clean-venv
 
-setup: $(STAMP)
+# Source archives read as data (SPEC §3: VADER's rated sentiment sets), pinned by hash;
+# downloaded, never installed. pip replaces a file whose hash does not match.
+SOURCES = .cache/sources/vaderSentiment-3.3.2.tar.gz
+
+setup: $(STAMP) $(SOURCES)
+
+$(SOURCES): requirements/sources.txt | $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps --require-hashes -r requirements/sources.txt -d $(@D)
+	touch $@
 
 $(STAMP): requirements/base.txt requirements/assets.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +30,12 @@ $(STAMP): requirements/base.txt requirements/assets.txt
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-test: setup
+# Headless Chromium (Debian's package) for tests/test_report_browser.py: the report is tested in a real browser.
+browser:
+	@test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+test: setup browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 clean-venv:

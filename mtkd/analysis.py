@@ -11,7 +11,16 @@ is the only place that reads inputs and writes outputs:
 - ``metrics/failures.json``          what the teachers did on each student error
 - ``metrics/teacher_confidence.json`` max probability, entropy, share above 0.95 (train, test)
 - ``plots/strategies.csv``           test primary metric per method (``dvc plots``)
-- ``reports/report.html``            one self-contained plotly report (plotly.js inline)
+- ``plots/gap_closed.csv``, ``plots/agreement.csv``, ``plots/failures.csv``,
+  ``plots/teacher_confidence.csv``, ``plots/ranking.csv``
+                                     the same analyses as long tables for ``dvc plots``
+                                     (``label``: one bar per row in the bar templates)
+- ``reports/report.html``            one self-contained plotly report (plotly.js inline); every
+                                     figure sits in a ``<figure>`` with its reading sentence,
+                                     and ``<meta name="mtkd-figures">`` lists the figure ids
+
+``python -m mtkd.analysis --from-metrics OUT.html`` redraws the report from the committed
+``metrics/`` and ``plots/curves/`` alone (no logits or predictions needed).
 
 Choices are never made on test: the best teacher, best single-teacher student and
 best multi-teacher student are picked by their validation primary metric. Every
@@ -46,8 +55,10 @@ ZERO_GAP = 1e-6  # |best teacher − none| below this: gap closed is undefined (
 NO_DIFFERENCE = "no detectable difference"
 
 DATA = Path("data/prepared")
+PLOT_TABLES = ("plots/gap_closed.csv", "plots/agreement.csv", "plots/failures.csv", "plots/teacher_confidence.csv",
+               "plots/ranking.csv")
 OUTPUTS = ("metrics/results.csv", "metrics/summary.json", "metrics/agreement.json", "metrics/failures.json",
-           "metrics/teacher_confidence.json", "plots/strategies.csv", "reports/report.html")
+           "metrics/teacher_confidence.json", "plots/strategies.csv", *PLOT_TABLES, "reports/report.html")
 
 
 def _r(x) -> float | None:
@@ -378,6 +389,69 @@ def strategy_plot_rows(task: str, summary: dict) -> list[dict]:
     return rows
 
 
+def _label(*parts) -> str:
+    return " · ".join(str(p) for p in parts)
+
+
+def gap_closed_rows(task: str, summary: dict) -> list[dict]:
+    """plots/gap_closed.csv: share of the none → best-teacher gap each student closes (fraction; empty if undefined)."""
+    g = summary["gap_closed"]
+    return [{"label": _label(task, s), "task": task, "strategy": s, "kind": summary["strategies"][s]["kind"],
+             "reference_teacher": g["reference_teacher"], "gap_closed": v}
+            for s, v in g["by_strategy"].items() if s != "none"]
+
+
+def agreement_rows(task: str, a: dict) -> list[dict]:
+    """plots/agreement.csv: student accuracy (mean over seeds) per agreement region and strategy."""
+    return [{"label": _label(task, r, s), "task": task, "region": r, "region_share": a["share"][r], "strategy": s,
+             "student_accuracy": acc[r]}
+            for r in REGIONS if a["count"][r] > 0 for s, acc in a["student_accuracy"].items()]
+
+
+def failure_rows(task: str, f: dict) -> list[dict]:
+    """plots/failures.csv: student errors per failure category and strategy (mean count over seeds, pooled share)."""
+    short = {"all_teachers_wrong": "all wrong", "all_teachers_right": "all right", "teachers_split": "split"}
+    return [{"label": _label(task, s, f"teachers {short[c]}"), "task": task, "strategy": s, "category": c,
+             "errors_per_seed": v["count_per_seed"][c], "share_of_errors": v["share"][c]}
+            for s, v in f["strategies"].items() for c in FAILURES]
+
+
+def confidence_rows(conf: dict) -> list[dict]:
+    """plots/teacher_confidence.csv: one row per task, teacher and split."""
+    return [{"label": _label(task, t, split), "task": task, "teacher": t, "split": split, **v}
+            for task, by in conf.items() for t, splits in by.items() if t != "all_teachers"
+            for split, v in splits.items()]
+
+
+def ranking_rows(task: str, summary: dict) -> list[dict]:
+    """plots/ranking.csv: strategies by rank (1 = best test primary metric, mean over seeds)."""
+    order = sorted(summary["strategies"].items(), key=lambda kv: (kv[1]["rank"], kv[0]))
+    return [{"label": _label(task, f"#{v['rank']} {s}"), "task": task, "strategy": s, "kind": v["kind"],
+             "rank": v["rank"], "test_primary": v["test"]} for s, v in order]
+
+
+PLOT_COLUMNS = {
+    "plots/gap_closed.csv": ["label", "task", "strategy", "kind", "reference_teacher", "gap_closed"],
+    "plots/agreement.csv": ["label", "task", "region", "region_share", "strategy", "student_accuracy"],
+    "plots/failures.csv": ["label", "task", "strategy", "category", "errors_per_seed", "share_of_errors"],
+    "plots/teacher_confidence.csv": ["label", "task", "teacher", "split", "mean_max_prob", "mean_entropy",
+                                     "high_confidence_share"],
+    "plots/ranking.csv": ["label", "task", "strategy", "kind", "rank", "test_primary"],
+}
+
+
+def plot_tables(summary: dict, agreement: dict, failures: dict, conf: dict) -> dict[str, pd.DataFrame]:
+    """Every analysis as a long table for ``dvc plots`` (path → frame)."""
+    rows = {
+        "plots/gap_closed.csv": [r for t, s in summary.items() for r in gap_closed_rows(t, s)],
+        "plots/agreement.csv": [r for t, a in agreement.items() for r in agreement_rows(t, a)],
+        "plots/failures.csv": [r for t, f in failures.items() for r in failure_rows(t, f)],
+        "plots/teacher_confidence.csv": confidence_rows(conf),
+        "plots/ranking.csv": [r for t, s in summary.items() for r in ranking_rows(t, s)],
+    }
+    return {path: pd.DataFrame(rows[path], columns=cols) for path, cols in PLOT_COLUMNS.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading sentences (one per figure, generated from the numbers)
 
@@ -473,8 +547,15 @@ def confidence_sentence(conf: dict) -> str:
 def ranking_sentence(summary: dict) -> str:
     parts = []
     for task, s in summary.items():
-        first = [k for k, v in s["strategies"].items() if v["rank"] == 1]
-        parts.append(f"{task}: {' = '.join(first)}")
+        m, st = s["primary_metric"], s["strategies"]
+        order = sorted(st, key=lambda k: st[k]["rank"])  # stable: ties keep the strategies' order
+        first = [k for k in order if st[k]["rank"] == 1]
+        text = f"{task}: {' = '.join(first)} ({_score(st[first[0]]['test'], m)})"
+        multi = [k for k in order if st[k]["kind"] == "multi"]
+        if multi and multi[0] not in first:
+            text += (f", best-ranked multi-teacher strategy {multi[0]} at rank {st[multi[0]]['rank']} of {len(st)} "
+                     f"({_score(st[multi[0]]['test'], m)})")
+        parts.append(text)
     return "Top-ranked strategy on test " + "; ".join(parts) + "."
 
 
@@ -581,16 +662,22 @@ def fig_failures(task: str, f: dict):
 
 def fig_confidence(conf: dict):
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
-    traces = []
-    for split in CONFIDENCE_SPLITS:
-        x = [f"{task} · {t}" for task, by in conf.items() for t in by if t != "all_teachers"]
-        y = [100 * by[t][split]["high_confidence_share"] for by in conf.values() for t in by if t != "all_teachers"]
-        traces.append(go.Bar(name=split, x=x, y=y))
-    fig = go.Figure(traces)
+    panels = (("mean_max_prob", "mean max probability", 1.0), ("mean_entropy", "mean entropy (nats)", 1.0),
+              ("high_confidence_share", f"share with max prob > {HIGH_CONFIDENCE} (%)", 100.0))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[p[1] for p in panels])
+    colours = {"train": "#9ecae1", "test": "#1f77b4"}
+    x = [f"{task} · {t}" for task, by in conf.items() for t in by if t != "all_teachers"]
+    for col, (key, _, scale) in enumerate(panels, start=1):
+        for split in CONFIDENCE_SPLITS:
+            y = [scale * by[t][split][key] for by in conf.values() for t in by if t != "all_teachers"]
+            fig.add_trace(go.Bar(name=split, x=x, y=y, marker_color=colours[split], legendgroup=split,
+                                 showlegend=col == 1), row=1, col=col)
     fig.update_layout(barmode="group")
-    fig.update_yaxes(title=f"examples with max probability > {HIGH_CONFIDENCE} (%)", range=[0, 100])
-    return _layout(fig, "Teacher confidence: share of near-certain predictions")
+    fig.update_yaxes(range=[0, 1], row=1, col=1)
+    fig.update_yaxes(range=[0, 100], row=1, col=3)
+    return _layout(fig, "Teacher confidence per teacher and task (train and test)")
 
 
 def fig_ranking(summary: dict):
@@ -656,7 +743,8 @@ h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2e
 table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
 th, td { border: 1px solid #ddd; padding: .3em .6em; text-align: right; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
-p.reading { background: #f6f8fa; border-left: 4px solid #1f77b4; padding: .5em .8em; }
+.reading { background: #f6f8fa; border-left: 4px solid #1f77b4; padding: .5em .8em; margin: .8em 0; }
+figure.mtkd-figure { margin: 1.2em 0 1.8em; }
 p.note { color: #666; font-size: .9em; }
 """
 
@@ -705,7 +793,11 @@ class Report:
 
     parts: list[str] = field(default_factory=list)
     readings: list[str] = field(default_factory=list)
-    _figures: int = 0
+    figures: dict[str, str] = field(default_factory=dict)  # figure div id → its reading sentence
+
+    @property
+    def figure_ids(self) -> list[str]:
+        return list(self.figures)
 
     def heading(self, text: str, level: int = 2):
         self.parts.append(f"<h{level}>{_e(text)}</h{level}>")
@@ -718,13 +810,19 @@ class Report:
         self.parts.append(f'<p class="reading">{_e(sentence)}</p>')
 
     def figure(self, fig, div_id: str, sentence: str):
-        self.parts.append(fig.to_html(full_html=False, include_plotlyjs=self._figures == 0, div_id=div_id,
-                                      config={"displaylogo": False, "responsive": True}))
-        self._figures += 1
-        self.reading(sentence)
+        """A plotly figure (plotly.js inline with the first one) and its reading, in one ``<figure>``."""
+        if div_id in self.figures:
+            raise ValueError(f"duplicate figure id {div_id}")
+        plot = fig.to_html(full_html=False, include_plotlyjs=not self.figures, div_id=div_id,
+                           config={"displaylogo": False, "responsive": True})
+        self.figures[div_id] = sentence
+        self.readings.append(sentence)
+        self.parts.append(f'<figure class="mtkd-figure" data-figure="{html.escape(div_id)}">\n{plot}\n'
+                          f'<figcaption class="reading">{_e(sentence)}</figcaption>\n</figure>')
 
     def html(self, title: str) -> str:
         return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                f'<meta name="mtkd-figures" content="{html.escape(" ".join(self.figure_ids))}">\n'
                 f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
                 + "\n".join(self.parts) + "\n</body>\n</html>\n")
 
@@ -763,6 +861,8 @@ def build_report(summary: dict, agreement: dict, failures: dict, conf: dict, cur
     r.figure(fig_confidence(conf), "fig-confidence", confidence_sentence(conf))
     r.raw(confidence_table(conf))
     r.figure(fig_ranking(summary), "fig-ranking", ranking_sentence(summary))
+    r.raw('<p class="note">T × α grids: after a sweep (<code>dvc exp run --queue -S distill.T=… -S distill.alpha=…</code>), '
+          '<code>python -m mtkd.sweep</code> draws them in reports/sweep.html, chosen on validation.</p>')
     return r
 
 
@@ -952,7 +1052,65 @@ def run_analysis(params, root: Path = Path(".")) -> dict:
     _write_csv(root / "plots/strategies.csv",
                pd.DataFrame([row for t, s in summary.items() for row in strategy_plot_rows(t, s)],
                             columns=["strategy", "task", "kind", "test_primary", "ci95_low", "ci95_high"]))
+    for path, frame in plot_tables(summary, agreement, failures, conf).items():
+        _write_csv(root / path, frame)
     with atomic_path(root / "reports/report.html") as tmp:
         tmp.write_bytes(report.html("mtkd report").encode("utf-8"))
     return {"summary": summary, "agreement": agreement, "failures": failures, "teacher_confidence": conf,
-            "readings": report.readings}
+            "readings": report.readings, "figures": report.figures}
+
+
+def _read_curves(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def report_from_metrics(params, root: Path = Path(".")) -> Report:
+    """The report redrawn from what ``analyze`` and ``distill`` commit to git (``metrics/``, ``plots/curves/``),
+    without logits or predictions; the same bytes as :func:`run_analysis` writes for the same inputs."""
+    root = Path(root)
+    teachers, strategies = list(params.teachers), list(params.distill.strategies)
+    seeds, tasks = list(params.seeds), list(params.data.tasks)
+    how = "dvc repro analyze"
+    loaded = {name: _read_json(root / "metrics" / f"{name}.json", how)
+              for name in ("summary", "agreement", "failures", "teacher_confidence")}
+    for name, by_task in loaded.items():
+        if missing := [t for t in tasks if t not in by_task]:
+            raise MtkdError(f"{root / 'metrics' / name}.json: no results for task(s) {missing} (re-run `{how}`)")
+    summary, agreement, failures, conf = ({t: loaded[name][t] for t in tasks}
+                                          for name in ("summary", "agreement", "failures", "teacher_confidence"))
+    distill_all = {s: _read_json(root / "metrics/distill" / f"{s}.json", f"dvc repro distill@{s}") for s in strategies}
+    curves_all = {s: _read_curves(root / "plots/curves/distill" / f"{s}.json") for s in strategies}
+    curves, gates = {}, {}
+    for task in tasks:
+        curves[task] = ({s: [r for r in curves_all[s] if r.get("task") == task] for s in strategies},
+                        {t: _read_curves(root / "plots/curves/teachers" / f"{t}-{task}.json") for t in teachers})
+        gates[task] = {s: w for s in strategies if (w := gate_weights(distill_all[s].get(task) or {"seeds": {}}))}
+    return build_report(summary, agreement, failures, conf, curves, gates,
+                        {"tasks": tasks, "teachers": teachers, "strategies": strategies, "seeds": seeds})
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    from mtkd.params import load_params
+
+    ap = argparse.ArgumentParser(description="Redraw the analysis report from the committed metrics/ and "
+                                             "plots/curves/ (no logits or predictions needed).")
+    ap.add_argument("--from-metrics", metavar="OUT.html", required=True, type=Path, help="where to write the report")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--root", default=".", type=Path)
+    args = ap.parse_args(argv)
+    try:
+        report = report_from_metrics(load_params(args.params), args.root)
+        with atomic_path(args.from_metrics) as tmp:
+            tmp.write_bytes(report.html("mtkd report").encode("utf-8"))
+    except MtkdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.from_metrics} ({len(report.figure_ids)} figures)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

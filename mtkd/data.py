@@ -8,6 +8,7 @@ ids, never positions.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,81 @@ def load_rt(params_data, task: "Task") -> dict[str, pd.DataFrame]:
     return out
 
 
+# VADER's human-rated sentiment sets (Hutto & Gilbert, ICWSM 2014), from vaderSentiment==3.3.2's
+# sdist (SPEC §3): task → file stem in hutto_ICWSM_2014.tar.gz. Its movie snippets are left out:
+# 97% of them are rt's snippets again (measured: 10,294 of 10,605).
+VADER = {"tweets": "tweets", "amazon": "amazonReviewSnippets", "nyt": "nytEditorialSnippets"}
+# Keep an example when its raters agree on the sign (mean more than VADER_Z standard errors from
+# 0) and its sentiment is not negligible (|mean| >= VADER_MIN_MEAN on the -4..+4 scale: with ~95
+# raters, as some tweets have, a mean of 0.13 is "significant" yet neutral).
+VADER_Z = 1.96
+VADER_MIN_MEAN = 0.25
+
+
+def _vader_rows(raw: bytes, where: str, fields: int) -> list[list[str]]:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MtkdError(f"{where}: not UTF-8 ({exc})") from None
+    rows = [line.split("\t", fields - 1) for line in text.splitlines() if line.strip()]
+    if bad := [i for i, r in enumerate(rows) if len(r) != fields]:
+        raise MtkdError(f"{where}: line {bad[0] + 1} has {len(rows[bad[0]])} tab-separated fields, expected {fields}")
+    return rows
+
+
+def _unescape(text: str) -> str:
+    for _ in range(3):  # some snippets are escaped twice ("&amp;amp;")
+        text, before = html.unescape(text), text
+        if text == before:
+            break
+    return " ".join(text.split())
+
+
+def load_vader(params_data, task: "Task") -> dict[str, pd.DataFrame]:
+    """One of VADER's rated sets: label = sign of the mean rating, kept where raters agree on it.
+
+    ``<stem>_GroundTruth.txt`` gives id, mean rating (−4…+4) and text; ``<stem>_anonDataRatings.txt``
+    each rater's rating (20 or more per example). An example is kept when its mean is more than
+    ``VADER_Z`` standard errors (of its raters' ratings) from zero and at least ``VADER_MIN_MEAN``
+    — sentiment the raters agree on; the rest are neutral or contested. Texts are HTML-unescaped
+    and de-duplicated (a text rated with both signs is dropped). Amazon and NYT ids are
+    ``<document>_<sentence>``: split by document, so a review or editorial never spans two
+    splits; tweets stand alone.
+    """
+    from mtkd.assets import vader_ratings_files
+
+    stem = VADER[task.name]
+    truth_name, ratings_name = f"{stem}_GroundTruth.txt", f"{stem}_anonDataRatings.txt"
+    source, files = vader_ratings_files(truth_name, ratings_name)
+    truth = pd.DataFrame(_vader_rows(files[truth_name], f"{source}: {truth_name}", 3), columns=["sid", "mean", "text"])
+    ratings: dict[str, list[float]] = {}
+    for sid, _mean, _sd, raw in _vader_rows(files[ratings_name], f"{source}: {ratings_name}", 4):
+        try:
+            ratings[sid] = [float(r) for r in json.loads(raw)]  # "[0, -1, 2, ...]": JSON, never eval'd
+        except (ValueError, TypeError) as exc:
+            raise MtkdError(f"{source}: {ratings_name}: id {sid}: ratings are not a list of numbers ({exc})") from None
+    if missing := [s for s in truth["sid"] if len(ratings.get(s, ())) < 2]:
+        raise MtkdError(f"{source}: {ratings_name}: id {missing[0]} has fewer than 2 ratings")
+    try:
+        mean = truth["mean"].astype(float).to_numpy()
+    except ValueError as exc:
+        raise MtkdError(f"{source}: {truth_name}: mean rating is not a number ({exc})") from None
+    stderr = np.array([np.std(ratings[s], ddof=1) / np.sqrt(len(ratings[s])) for s in truth["sid"]])
+    frame = truth.assign(text=truth["text"].map(_unescape), label=(mean > 0).astype("int64"),
+                         group=truth["sid"].str.partition("_")[0])
+    frame = frame[(np.abs(mean) > VADER_Z * stderr) & (np.abs(mean) >= VADER_MIN_MEAN) & (frame["text"] != "")]
+    contested = frame.groupby("text")["label"].transform("nunique") > 1
+    frame = frame[~contested].drop_duplicates(subset="text", keep="first")
+    frame = frame.assign(id=[_stable_id(task.name, t) for t in frame["text"]], text_a=frame["text"], text_b=None)
+    if params_data.max_examples:
+        frame = frame.sample(n=min(params_data.max_examples, len(frame)), random_state=params_data.split_seed)
+    split = split_by_group(frame["group"], frame.groupby("group").size(), seed=params_data.split_seed,
+                           validation=params_data.validation_fraction, test=params_data.test_fraction)
+    out = {name: frame.loc[split == name, COLUMNS].reset_index(drop=True) for name in SPLITS}
+    out["_source_sha256"] = sha256_file(source)
+    return out
+
+
 # GLUE classification tasks: (text fields, number of classes, primary metric, label names).
 GLUE = {
     "sst2": (("sentence", None), 2, "accuracy", ("negative", "positive")),
@@ -101,8 +177,11 @@ def _read_local(path: str) -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
         raise MtkdError(f"data.local_files: {p} does not exist")
-    readers = {".tsv": lambda f: pd.read_csv(f, sep="\t", quoting=3), ".csv": pd.read_csv,
-               ".jsonl": lambda f: pd.read_json(f, lines=True), ".json": lambda f: pd.read_json(f, lines=True),
+    # Text stays text: no "NA"/"null" sentences read as missing, no all-digit sentences read as numbers.
+    readers = {".tsv": lambda f: pd.read_csv(f, sep="\t", quoting=3, dtype=str, keep_default_na=False),
+               ".csv": lambda f: pd.read_csv(f, dtype=str, keep_default_na=False),
+               ".jsonl": lambda f: pd.read_json(f, lines=True, dtype=False, convert_dates=False),
+               ".json": lambda f: pd.read_json(f, lines=True, dtype=False, convert_dates=False),
                ".parquet": pd.read_parquet}
     if p.suffix not in readers:
         raise MtkdError(f"data.local_files: {p} has unsupported suffix '{p.suffix}' (use {', '.join(readers)})")
@@ -112,17 +191,42 @@ def _read_local(path: str) -> pd.DataFrame:
         raise MtkdError(f"data.local_files: {p} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
+def glue_splits(name: str) -> dict[str, str]:
+    """Our split → the GLUE split it comes from (SPEC §3); ``validation`` is cut from GLUE train."""
+    if name == "mnli":  # matched and mismatched are both reported
+        return {"train": "train", "test": "validation_matched", "test_mismatched": "validation_mismatched"}
+    return {"train": "train", "test": "validation"}
+
+
+def _glue_labels(labels: pd.Series, task: "Task", where: str) -> pd.Series:
+    """Integer labels, −1 for unlabelled; label names (``entailment``) map through the task's names."""
+    if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
+        text = labels.astype(str).str.strip()
+        by_name = text.map({n: float(i) for i, n in enumerate(task.label_names)})
+        labels = pd.to_numeric(text, errors="coerce").fillna(by_name)
+        bad = text[labels.isna() & (text != "")]
+        if len(bad):
+            raise MtkdError(f"{where}: label {bad.iloc[0]!r} is neither a class id nor one of {list(task.label_names)}")
+    labels = labels.fillna(-1)
+    if (labels != labels.round()).any():
+        raise MtkdError(f"{where}: labels must be integer class ids, got {labels[labels != labels.round()].iloc[0]!r}")
+    return labels.astype("int64")
+
+
 def load_glue(params_data, task: "Task") -> dict[str, pd.DataFrame]:
-    """GLUE: a seeded slice of train is validation; GLUE validation is test (its test labels are hidden)."""
+    """GLUE: a seeded slice of train is validation; GLUE validation is test (its test labels are hidden).
+
+    Ids are ``<task>-<GLUE split>-<idx>`` (GLUE's own ``idx``; without one, the row number in
+    the file), so they stay the same whatever is dropped or sampled, and MNLI's matched and
+    mismatched sets, both numbered from 0, never share an id.
+    """
     (field_a, field_b), *_ = GLUE[task.name]
     files = params_data.local_files.get(task.name)
-    raw_splits = {"train": "train", "test": "validation"}
-    if task.name == "mnli":
-        raw_splits = {"train": "train", "test": "validation_matched", "test_mismatched": "validation_mismatched"}
+    raw_splits = glue_splits(task.name)
     if files:
         missing = [s for s in raw_splits.values() if s not in files]
         if missing:
-            raise MtkdError(f"data.local_files.{task.name}: missing split(s) {missing}")
+            raise MtkdError(f"data.local_files.{task.name}: missing split(s) {missing} (given: {sorted(files)})")
         raw = {ours: _read_local(files[theirs]) for ours, theirs in raw_splits.items()}
         source = hashlib.sha256("".join(sha256_file(files[s]) for s in raw_splits.values()).encode()).hexdigest()
     else:
@@ -134,18 +238,23 @@ def load_glue(params_data, task: "Task") -> dict[str, pd.DataFrame]:
             raise MtkdError(f"data.tasks: cannot load GLUE '{task.name}' from the hub ({type(exc).__name__});"
                             f" offline, give data.local_files.{task.name}") from None
         raw = {ours: ds[theirs].to_pandas() for ours, theirs in raw_splits.items()}
-        source = ds["train"]._fingerprint
+        source = hashlib.sha256("".join(ds[s]._fingerprint for s in raw_splits.values()).encode()).hexdigest()
     out: dict = {}
     for ours, frame in raw.items():
+        where = f"GLUE {task.name} {raw_splits[ours]}"
         need = {field_a, "label"} | ({field_b} if field_b else set())
         if missing := need - set(frame.columns):
-            raise MtkdError(f"GLUE {task.name} {ours}: missing columns {sorted(missing)}")
-        frame = frame[frame["label"] >= 0]
-        text_b = frame[field_b].astype(str) if field_b else None
-        ids = [f"{task.name}-{ours.split('_')[0]}-{i}" for i in (frame["idx"] if "idx" in frame else range(len(frame)))]
-        out[ours] = pd.DataFrame({"id": ids, "text_a": frame[field_a].astype(str).to_numpy(),
-                                  "text_b": None if text_b is None else text_b.to_numpy(),
-                                  "label": frame["label"].astype("int64").to_numpy()})
+            raise MtkdError(f"{where}: missing columns {sorted(missing)} (has: {sorted(map(str, frame.columns))})")
+        idx = frame["idx"].to_numpy() if "idx" in frame else np.arange(len(frame))  # before any row is dropped
+        ids = np.asarray([f"{task.name}-{raw_splits[ours]}-{i}" for i in idx], dtype=object)
+        labels = _glue_labels(frame["label"].reset_index(drop=True), task, where)
+        keep = (labels >= 0).to_numpy()  # GLUE marks unlabelled rows -1
+        if not keep.any():
+            raise MtkdError(f"{where}: no labelled rows (all labels are -1, as in GLUE's test files)")
+        text = {f: frame[f].reset_index(drop=True)[keep].fillna("").astype(str).to_numpy() for f in need - {"label"}}
+        out[ours] = pd.DataFrame({"id": ids[keep], "text_a": text[field_a],
+                                  "text_b": text[field_b] if field_b else None,
+                                  "label": labels[keep].to_numpy()})
     train = out.pop("train")
     if params_data.max_examples:
         train = train.sample(n=min(params_data.max_examples, len(train)), random_state=params_data.split_seed)
@@ -157,6 +266,7 @@ def load_glue(params_data, task: "Task") -> dict[str, pd.DataFrame]:
 
 
 TASKS: dict[str, Task] = {"rt": Task("rt", 2, "accuracy", load_rt, ("rotten", "fresh"))}
+TASKS.update({_name: Task(_name, 2, "accuracy", load_vader, ("negative", "positive")) for _name in VADER})
 for _name, ((_a, _b), _c, _metric, _labels) in GLUE.items():
     TASKS[_name] = Task(_name, _c, _metric, load_glue, _labels, pair=_b is not None,
                         extra_test_splits=("test_mismatched",) if _name == "mnli" else ())

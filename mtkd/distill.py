@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mtkd.engine import get_engine
 from mtkd.fusion import FusionContext, GatingFusion, fit_temperature, fuse, is_single
 from mtkd.losses import kd_loss
 from mtkd.metrics import classification_metrics, fidelity, softmax, summarize
@@ -47,6 +48,7 @@ def distill_task(strategy: str, task: dict, frames: dict[str, pd.DataFrame], tea
     """Train the student of ``strategy`` once per seed; return (metrics, predictions)."""
     cfg, runtime = params.student, params.runtime
     alpha = 0.0 if strategy == "none" else params.distill.alpha
+    schedule = params.distill.alpha_schedule
     T = 1.0 if strategy == "none" else params.distill.temperature(strategy)
     C, primary = task["num_classes"], task["primary_metric"]
     labels = {s: f["label"].to_numpy(dtype=np.int64) for s, f in frames.items()}
@@ -72,13 +74,14 @@ def distill_task(strategy: str, task: dict, frames: dict[str, pd.DataFrame], tea
                                 len(teachers.names), params.distill.gating.hidden_size, params.distill.gating.detach_hidden)
             z_train = torch.from_numpy(teachers.splits["train"]).float()
 
-            def objective(logits, hidden, idx, y):
-                p_T, w = gate(hidden, z_train[:, idx], T)
-                gate_log.append(w.detach().mean(0))
-                return kd_loss(logits, p_T, y, T, alpha)
+            def objective(logits, hidden, idx, y, progress):
+                p_T, w = gate(hidden, z_train[:, idx].to(logits.device), T)
+                gate_log.append(w.detach().mean(0).cpu())
+                return kd_loss(logits, p_T, y, T, alpha_at(alpha, schedule, progress))
         else:
-            def objective(logits, hidden, idx, y):
-                return kd_loss(logits, None if targets is None else targets[idx], y, T, alpha)
+            def objective(logits, hidden, idx, y, progress):
+                target = None if targets is None else targets[idx].to(logits.device)
+                return kd_loss(logits, target, y, T, alpha_at(alpha, schedule, progress))
 
         def on_epoch(row, seed=seed):
             curves.append({"task": task["task"], "seed": seed, **row})
@@ -101,7 +104,7 @@ def distill_task(strategy: str, task: dict, frames: dict[str, pd.DataFrame], tea
                 if strategy not in ("none",):
                     if gate is not None:
                         with torch.no_grad():
-                            p1, w = gate.eval()(torch.from_numpy(hidden), torch.from_numpy(teachers.splits[split]).float(), 1.0)
+                            p1, w = gate.eval().cpu()(torch.from_numpy(hidden), torch.from_numpy(teachers.splits[split]).float(), 1.0)
                         fid["fused"] = fidelity(logits, p1.numpy())
                         seed_scores["gate_weights_test"] = dict(zip(teachers.names, np.round(w.mean(0).numpy().astype(float), 6).tolist()))
                     else:
@@ -113,7 +116,7 @@ def distill_task(strategy: str, task: dict, frames: dict[str, pd.DataFrame], tea
             seed_scores["gate_weights_train"] = dict(zip(teachers.names, np.round(torch.stack(gate_log).mean(0).numpy().astype(float), 6).tolist()))
         per_seed[str(seed)] = seed_scores
         log.info("%s %s seed %d: test %s %.4f", strategy, task["task"], seed, primary, seed_scores["test"][primary])
-        if i == 0 and save_dir is not None:
+        if i == 0 and save_dir is not None and get_engine().is_main:
             from mtkd.io import atomic_path
 
             with atomic_path(save_dir, is_dir=True) as tmp:
@@ -122,13 +125,20 @@ def distill_task(strategy: str, task: dict, frames: dict[str, pd.DataFrame], tea
     for split in test_splits:
         predictions[f"{split}/ids"] = frames[split]["id"].to_numpy(dtype=str)
     predictions["validation/ids"] = frames["validation"]["id"].to_numpy(dtype=str)
-    return aggregate(per_seed, [*test_splits, "validation"], T, alpha), predictions
+    return aggregate(per_seed, [*test_splits, "validation"], T, alpha, schedule if alpha else "constant"), predictions
 
 
-def aggregate(per_seed: dict, splits: list[str], T: float, alpha: float) -> dict:
+def alpha_at(alpha: float, schedule: str, progress: float) -> float:
+    """α at ``progress`` ∈ [0, 1) of training: constant, or teacher annealing (linear decay to 0)."""
+    if schedule == "linear":
+        return alpha * (1.0 - progress)
+    return alpha
+
+
+def aggregate(per_seed: dict, splits: list[str], T: float, alpha: float, schedule: str = "constant") -> dict:
     """Mean / std / 95% interval over seeds of every metric, plus the per-seed values."""
     seeds = list(per_seed.values())
-    out: dict = {"T": T, "alpha": alpha}
+    out: dict = {"T": T, "alpha": alpha, "alpha_schedule": schedule}
     for split in splits:
         out[split] = {m: summarize([s[split][m] for s in seeds]) for m in seeds[0][split]}
     if "fidelity" in seeds[0]:

@@ -21,6 +21,9 @@ from mtkd.errors import MtkdError
 from mtkd.io import sha256_tree, write_npz
 
 FORMAT_VERSION = 1
+# Out-of-fold train logits, written by train_teachers inside the checkpoint directory when
+# ``teachers.<t>.oof_folds`` is set (same format as a logits file, one split: train).
+OOF_FILE = "oof_train_logits.npz"
 
 
 def save_logits(path: Path, *, teacher: str, task: str, num_classes: int, splits: dict[str, tuple[list[str], np.ndarray]],
@@ -104,6 +107,30 @@ def load_logits(path: Path, split: str, expected: pd.DataFrame, num_classes: int
             raise MtkdError(f"{where}: computed from checkpoint {recorded[:12]}…, {checkpoint_dir} is now {current[:12]}…;"
                             " stale logits (run `dvc repro extract_logits`)")
     return logits
+
+
+def load_oof_logits(model_dir: Path, teacher: str, folds: int | None, expected: pd.DataFrame, num_classes: int,
+                    data_fingerprint: str | None = None) -> tuple[np.ndarray, dict] | None:
+    """The out-of-fold train logits of a checkpoint (ids, shape, fingerprint checked), or None when off.
+
+    ``folds`` is ``teachers.<teacher>.oof_folds``: the file must exist exactly when it is set,
+    and must have been made with that many folds; anything else is a stale checkpoint.
+    """
+    path = Path(model_dir) / OOF_FILE
+    if folds is None:
+        if path.exists():
+            raise MtkdError(f"{path}: out-of-fold logits present but teachers.{teacher}.oof_folds is not set;"
+                            " stale checkpoint (run `dvc repro train_teachers`)")
+        return None
+    if not path.is_file():
+        raise MtkdError(f"{path}: not found, but teachers.{teacher}.oof_folds is {folds}"
+                        " (run `dvc repro train_teachers` or `dvc pull`)")
+    logits = load_logits(path, "train", expected, num_classes, data_fingerprint)
+    info = read_meta(path).get("oof") or {}
+    if info.get("folds") != folds:
+        raise MtkdError(f"{path}: made with {info.get('folds')} folds, teachers.{teacher}.oof_folds is {folds};"
+                        " stale checkpoint (run `dvc repro train_teachers`)")
+    return logits, info
 
 
 @functools.lru_cache(maxsize=None)

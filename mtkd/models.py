@@ -9,6 +9,7 @@ randomly initialised model around the packaged tokenizer (tiny profiles, tests).
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 
 import torch
@@ -19,12 +20,55 @@ from mtkd.assets import minilm_l6_dir, resolve_model_path
 from mtkd.errors import MtkdError
 
 
-def load_tokenizer(cfg, work_dir: Path | None = None):
+def load_tokenizer(cfg, work_dir: Path | None = None, key: str = ""):
     path = resolve_model_path(cfg.model_name_or_path, work_dir) if cfg.model_name_or_path else str(minilm_l6_dir())
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise MtkdError(f"model_name_or_path: cannot load a tokenizer from '{cfg.model_name_or_path}' ({type(exc).__name__})") from None
+        raise MtkdError(f"{key + '.' if key else ''}model_name_or_path: cannot load a tokenizer from '{cfg.model_name_or_path}'"
+                        f" ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def check_model_source(cfg, num_labels: int, key: str, work_dir: Path | None = None) -> None:
+    """Refuse, in one line naming ``<key>.model_name_or_path``, a source that cannot work, before any training.
+
+    - a hub id that is neither a local directory nor in the Hugging Face cache while the hub
+      is off (stages default to ``HF_HUB_OFFLINE=1``): it is not available offline;
+    - a checkpoint that already is a classifier (a ``*ForSequenceClassification``
+      architecture or named labels in ``id2label``) with another number of labels than the
+      task's classes (transformers would stop on a size mismatch, or silently mislabel).
+    """
+    name, where = cfg.model_name_or_path, f"{key}.model_name_or_path"
+    path = resolve_model_path(name, work_dir)
+    if Path(path).is_dir():
+        if not (Path(path) / "config.json").is_file():
+            raise MtkdError(f"{where}: '{name}' is a directory without config.json (not a transformers checkpoint)")
+    elif Path(path).exists() or name.startswith(("/", ".", "~")):
+        raise MtkdError(f"{where}: '{name}' is not a checkpoint directory (a local path that does not exist, or a file)")
+    elif _hub_offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise MtkdError(f"{where}: '{name}' is not available offline: not a local directory and not in the Hugging Face"
+                            f" cache (HF_HUB_OFFLINE=1); run with HF_HUB_OFFLINE=0 where the hub is reachable,"
+                            f" or `hf download {name}` first")
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise MtkdError(f"{where}: cannot load a config from '{name}' ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    id2label = getattr(config, "id2label", None) or {}
+    named = any(str(v) != f"LABEL_{k}" for k, v in id2label.items())
+    head = any(str(a).endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or []))
+    if (named or head) and config.num_labels != num_labels:
+        labels = ", ".join(str(id2label[k]) for k in sorted(id2label))
+        raise MtkdError(f"{where}: '{name}' is a classifier with {config.num_labels} labels ({labels}), the task has"
+                        f" {num_labels} classes; use a checkpoint without a classification head, or one for this task")
 
 
 def _random_config(rand, vocab_size: int, num_labels: int):
@@ -37,10 +81,17 @@ def _random_config(rand, vocab_size: int, num_labels: int):
                                 intermediate_size=rand.intermediate_size, **common)
 
 
-def build_classifier(cfg, num_labels: int, seed: int, work_dir: Path | None = None):
-    """A sequence classifier with a fresh head, seeded so the head's init is reproducible."""
+def build_classifier(cfg, num_labels: int, seed: int, work_dir: Path | None = None, key: str | None = None):
+    """A sequence classifier with a fresh head, seeded so the head's init is reproducible.
+
+    ``key`` names the params entry in error messages (``teachers.<name>``; default ``student``
+    for a student's params, else none).
+    """
+    key = key if key is not None else ("student" if type(cfg).__name__ == "Student" else "")
+    if cfg.model_name_or_path is not None:
+        check_model_source(cfg, num_labels, key or "teachers.<name>", work_dir)
     torch.manual_seed(seed)
-    tokenizer = load_tokenizer(cfg, work_dir)
+    tokenizer = load_tokenizer(cfg, work_dir, key)
     if cfg.random_init is not None:
         return AutoModelForSequenceClassification.from_config(_random_config(cfg.random_init, len(tokenizer), num_labels)), tokenizer
     path = resolve_model_path(cfg.model_name_or_path, work_dir)
@@ -50,7 +101,8 @@ def build_classifier(cfg, num_labels: int, seed: int, work_dir: Path | None = No
         model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=num_labels, trust_remote_code=cfg.trust_remote_code, use_safetensors=True)
     except (OSError, ValueError) as exc:
-        raise MtkdError(f"model_name_or_path: cannot load '{cfg.model_name_or_path}' ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise MtkdError(f"{key + '.' if key else ''}model_name_or_path: cannot load '{cfg.model_name_or_path}'"
+                        f" ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     return model, tokenizer
 
 

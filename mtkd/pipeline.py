@@ -30,7 +30,7 @@ stages:
     deps:
       - stages/prepare.py
       - mtkd/data.py
-      - mtkd/assets.py
+      - mtkd/assets.py{local_file_deps}
     params:
       - data
     outs:
@@ -41,35 +41,45 @@ stages:
     matrix:
       teacher: ${{teachers}}
       task: ${{data.tasks}}
-    cmd: python -m stages.train_teacher --teacher ${{item.teacher}} --task ${{item.task}}
+    cmd: {launcher} -m stages.train_teacher --teacher ${{item.teacher}} --task ${{item.task}}
     deps:
       - data/prepared
       - stages/train_teacher.py
       - mtkd/teachers.py
       - mtkd/training.py
+      - mtkd/engine.py
+      - mtkd/curves.py
       - mtkd/models.py
       - mtkd/onnx_import.py
+      - mtkd/logits.py            # oof_train_logits.npz (teachers.<t>.oof_folds) is a logits file
     params:
       - teachers.${{item.teacher}}
       - runtime
     outs:
       - models/teachers/${{item.teacher}}-${{item.task}}
-    plots:
       - plots/curves/teachers/${{item.teacher}}-${{item.task}}.json:
           cache: false
-          x: epoch
-          y: train_loss
+    metrics:
+      - dvclive/teachers/${{item.teacher}}-${{item.task}}/metrics.json:   # last evaluation: `dvc exp show`
+          cache: false
+    plots:
+      - dvclive/teachers/${{item.teacher}}-${{item.task}}/plots/metrics:  # per-evaluation curves (DVCLive)
+          cache: false
+          x: step
 
   # Each teacher's logits on train/validation/test, keyed by example id; its metrics.
   extract_logits:
     matrix:
       teacher: ${{teachers}}
       task: ${{data.tasks}}
-    cmd: python -m stages.extract_logits --teacher ${{item.teacher}} --task ${{item.task}}
+    cmd: {launcher} -m stages.extract_logits --teacher ${{item.teacher}} --task ${{item.task}}
     deps:
       - data/prepared
       - models/teachers/${{item.teacher}}-${{item.task}}
       - stages/extract_logits.py
+      - mtkd/teachers.py
+      - mtkd/training.py
+      - mtkd/engine.py
       - mtkd/logits.py
       - mtkd/metrics.py
     params:
@@ -87,7 +97,7 @@ stages:
     foreach:
 {strategy_items}
     do:
-      cmd: python -m stages.distill --strategy ${{key}}
+      cmd: {launcher} -m stages.distill --strategy ${{key}}
       deps:
         - data/prepared
         - stages/distill.py
@@ -95,6 +105,8 @@ stages:
         - mtkd/fusion.py
         - mtkd/losses.py
         - mtkd/training.py
+        - mtkd/engine.py
+        - mtkd/curves.py
         - mtkd/models.py
 {teacher_deps}
       params:
@@ -105,17 +117,21 @@ stages:
         - ${{item.reads.0}}
         - ${{item.reads.1}}
         - ${{item.reads.2}}
+        - ${{item.reads.3}}
       outs:
         - models/students/${{key}}
         - predictions/${{key}}.npz
+        - plots/curves/distill/${{key}}.json:
+            cache: false
       metrics:
         - metrics/distill/${{key}}.json:
             cache: false
-      plots:
-        - plots/curves/distill/${{key}}.json:
+        - dvclive/distill/${{key}}/metrics.json:      # last evaluation per task and seed: `dvc exp show`
             cache: false
-            x: epoch
-            y: train_loss
+      plots:
+        - dvclive/distill/${{key}}/plots/metrics:     # train loss and validation metric per seed (DVCLive)
+            cache: false
+            x: step
 
   # Results table, headline figures, plot data and the interactive report.
   analyze:
@@ -137,6 +153,16 @@ stages:
           cache: false
       - plots/strategies.csv:
           cache: false
+      - plots/gap_closed.csv:
+          cache: false
+      - plots/agreement.csv:
+          cache: false
+      - plots/failures.csv:
+          cache: false
+      - plots/teacher_confidence.csv:
+          cache: false
+      - plots/ranking.csv:
+          cache: false
     metrics:
       - metrics/summary.json:
           cache: false
@@ -154,7 +180,39 @@ plots:
       x: test_primary
       y: strategy
       title: Students by strategy (test, mean over seeds)
+  # SPEC §9 analyses (written by analyze): one bar per row, `label` = task · …
+  - plots/ranking.csv:
+      template: bar_horizontal_sorted
+      x: test_primary
+      y: label
+      title: Ranking of strategies per task (test primary metric, mean over seeds)
+  - plots/gap_closed.csv:
+      template: bar_horizontal
+      x: gap_closed
+      y: label
+      title: Gap closed = (student - none) / (best teacher - none), test
+  - plots/agreement.csv:
+      template: bar_horizontal
+      x: student_accuracy
+      y: label
+      title: Student test accuracy per teacher-agreement region and strategy
+  - plots/failures.csv:
+      template: bar_horizontal
+      x: errors_per_seed
+      y: label
+      title: Student errors by what the teachers did (mean over seeds)
+  - plots/teacher_confidence.csv:
+      template: bar_horizontal
+      x: high_confidence_share
+      y: label
+      title: Teacher confidence (share with max probability > 0.95)
 """
+
+
+def _local_file_deps(params: Params) -> str:
+    """GLUE-schema files of ``data.local_files``, as ``prepare`` deps: an edited file re-runs it."""
+    paths = [p for task in params.data.tasks for p in params.data.local_files.get(task, {}).values()]
+    return "".join(f"\n      - {p}" for p in dict.fromkeys(paths))
 
 
 def render(params: Params) -> str:
@@ -165,12 +223,15 @@ def render(params: Params) -> str:
         f"      - {path}" for s in params.distill.strategies for path in (f"predictions/{s}.npz", f"metrics/distill/{s}.json", f"plots/curves/distill/{s}.json"))
     items = []
     for strategy in params.distill.strategies:
-        reads = ["data.tasks"] * 3 if strategy == "none" else ["distill.T", "distill.alpha",
+        # DVC refuses a declared param that params.yaml does not spell out, so an optional key is
+        # read only where it is written (the unused slots repeat distill.T).
+        schedule = "distill.alpha_schedule" if "alpha_schedule" in params.distill.model_fields_set else "distill.T"
+        reads = ["data.tasks"] * 4 if strategy == "none" else ["distill.T", "distill.alpha", schedule,
                                                               "distill.gating" if strategy == "gating" else "distill.T"]
         items.append(f"      {strategy}:\n        reads: [{', '.join(reads)}]")
     analysis_teacher_deps = "\n".join(line[2:] for line in teacher_deps.splitlines())
-    return TEMPLATE.format(teacher_deps=teacher_deps, strategy_deps=strategy_deps, strategy_items="\n".join(items),
-                           analysis_teacher_deps=analysis_teacher_deps)
+    return TEMPLATE.format(launcher=params.runtime.launcher, teacher_deps=teacher_deps, strategy_deps=strategy_deps, strategy_items="\n".join(items),
+                           analysis_teacher_deps=analysis_teacher_deps, local_file_deps=_local_file_deps(params))
 
 
 def main(argv=None) -> int:

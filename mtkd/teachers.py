@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,7 @@ CHECKPOINT_INFO = "mtkd_teacher.json"
 
 class TeacherKind(Protocol):
     def train(self, name: str, cfg, task: dict, splits: dict[str, pd.DataFrame], out_dir: Path, runtime,
-              on_epoch=None) -> dict: ...
+              on_epoch=None, extra_files: dict[str, Callable[[Path], None]] | None = None) -> dict: ...
 
     def predict(self, model_dir: Path, frames: dict[str, pd.DataFrame], runtime) -> dict[str, np.ndarray]: ...
 
@@ -82,15 +82,18 @@ def _check_tokenizer(model_dir: Path, model, tokenizer, info: dict) -> None:
 class HFKind:
     """Any ``AutoModelForSequenceClassification``, fine-tuned with :func:`mtkd.training.train`."""
 
-    def train(self, name, cfg, task, splits, out_dir, runtime, on_epoch=None):
+    def train(self, name, cfg, task, splits, out_dir, runtime, on_epoch=None, extra_files=None):
+        from mtkd.engine import get_engine
         from mtkd.models import build_classifier
         from mtkd.training import encode, predict, train
 
-        model, tokenizer = build_classifier(cfg, task["num_classes"], cfg.seed)  # imports go to .cache/
+        model, tokenizer = build_classifier(cfg, task["num_classes"], cfg.seed, key=f"teachers.{name}")  # imports go to .cache/
         enc = {s: encode(tokenizer, f, cfg.max_seq_length) for s, f in splits.items()}
         result = train(model, enc["train"], enc["validation"], cfg, seed=cfg.seed, pad_id=tokenizer.pad_token_id or 0,
                        num_classes=task["num_classes"], primary_metric=task["primary_metric"], bf16=runtime.bf16,
                        bucketing=runtime.length_bucketing, desc=name, on_epoch=on_epoch)
+        if not get_engine().is_main:  # under a multi-process launcher, one process writes
+            return {"best_epoch": result.best_epoch, "history": result.history}
         with atomic_path(out_dir, is_dir=True) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
@@ -98,6 +101,7 @@ class HFKind:
                 {"kind": "hf", "teacher": name, "task": task["task"], "num_classes": task["num_classes"],
                  "max_seq_length": cfg.max_seq_length, "best_epoch": result.best_epoch,
                  "tokenizer_sha256": vocab_sha256(tokenizer)}, indent=2))
+            _write_extra(tmp, extra_files)
         return {"best_epoch": result.best_epoch, "history": result.history}
 
     def predict(self, model_dir, frames, runtime, *, num_classes: int, trust_remote_code: bool = False):
@@ -120,6 +124,12 @@ class HFKind:
                            bf16=runtime.bf16, desc=f"logits {s}") for s, f in frames.items()}
 
 
+def _write_extra(directory: Path, extra_files) -> None:
+    """Files published together with the checkpoint (one rename): ``{name: writer(path)}``."""
+    for file_name, writer in (extra_files or {}).items():
+        writer(Path(directory) / file_name)
+
+
 def _texts(frame: pd.DataFrame) -> list[str]:
     if frame["text_b"].notna().any():
         return (frame["text_a"] + " [SEP] " + frame["text_b"].fillna("")).tolist()
@@ -140,11 +150,11 @@ class SklearnKind:
         return TfidfVectorizer(ngram_range=tuple(cfg["ngram_range"]), min_df=cfg["min_df"], max_features=cfg["max_features"],
                                sublinear_tf=True, lowercase=True, vocabulary=vocabulary, dtype=np.float64)
 
-    def train(self, name, cfg, task, splits, out_dir, runtime, on_epoch=None):
+    def train(self, name, cfg, task, splits, out_dir, runtime, on_epoch=None, extra_files=None):
         from safetensors.numpy import save_file
         from sklearn.linear_model import LogisticRegression
 
-        hp = cfg.model_dump()
+        hp = cfg.model_dump(exclude={"seed", "oof_folds"})  # what the fit uses: the checkpoint is the same with or without OOF
         vec = self._vectorizer(hp)
         x = vec.fit_transform(_texts(splits["train"]))
         clf = LogisticRegression(C=cfg.C, max_iter=cfg.max_iter).fit(x, splits["train"]["label"].to_numpy())
@@ -156,6 +166,7 @@ class SklearnKind:
             (tmp / CHECKPOINT_INFO).write_text(json.dumps(
                 {"kind": "sklearn", "teacher": name, "task": task["task"], "num_classes": task["num_classes"],
                  "hyperparameters": hp}, indent=2))
+            _write_extra(tmp, extra_files)
         return {"best_epoch": 1, "history": []}
 
     def predict(self, model_dir, frames, runtime, *, num_classes: int, trust_remote_code: bool = False):
@@ -190,3 +201,75 @@ class SklearnKind:
 
 
 TEACHER_KINDS: dict[str, TeacherKind] = {"hf": HFKind(), "sklearn": SklearnKind()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Out-of-fold train logits (``teachers.<name>.oof_folds``)
+
+
+def check_oof_folds(teacher: str, k: int, labels) -> None:
+    """Every class needs at least ``k`` train examples, so that each fold holds every class."""
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    rarest = int(np.argmin(counts))
+    if counts[rarest] < k:
+        raise MtkdError(f"teachers.{teacher}.oof_folds: {k} folds need at least {k} train examples of every class,"
+                        f" class {int(values[rarest])} has {int(counts[rarest])}")
+
+
+def fold_assignment(labels, k: int, seed: int) -> np.ndarray:
+    """Fold index (0..k-1) of each train example: seeded, stratified by label.
+
+    Stratified so that each fold model sees every class in the same proportion as the full
+    model and each held-out fold has the train split's class balance: the out-of-fold
+    soft labels then differ from in-sample ones by memorisation, not by a shifted class
+    prior (and a binary logistic regression never meets a one-class fold). Seeded (the
+    teacher's ``seed``) so the stage is a function of its params.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(labels)
+    folds = np.full(len(labels), -1, dtype=np.int64)
+    for f, (_, held) in enumerate(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+                                  .split(np.zeros(len(labels)), labels)):
+        folds[held] = f
+    return folds
+
+
+def train_out_of_fold(name: str, cfg, task: dict, splits: dict[str, pd.DataFrame], runtime,
+                      log=None) -> tuple[np.ndarray, dict]:
+    """Train-split logits ``[n, C]`` (train order) from ``cfg.oof_folds`` fold models, and their record.
+
+    Fold model f is the teacher's own recipe (same kind, hyperparameters, seed and validation
+    split for model selection) trained on the other k−1 folds; it predicts fold f and is
+    deleted. So every train example's soft label comes from a model that never saw it.
+    """
+    import tempfile
+
+    from mtkd.engine import get_engine
+
+    k, train = cfg.oof_folds, splits["train"]
+    labels = train["label"].to_numpy()
+    check_oof_folds(name, k, labels)
+    if get_engine().distributed:  # fold models go through a per-process temporary checkpoint
+        raise MtkdError(f"teachers.{name}.oof_folds: out-of-fold training runs in one process;"
+                        f" run train_teachers@{name}-{task['task']} with runtime.launcher: python"
+                        f" (got {get_engine().world} processes)")
+    folds = fold_assignment(labels, k, cfg.seed)
+    kind = TEACHER_KINDS[cfg.kind]
+    out = np.full((len(train), task["num_classes"]), np.nan, dtype=np.float32)
+    best_epochs = []
+    for f in range(k):
+        held = folds == f
+        fold_splits = {**splits, "train": train[~held].reset_index(drop=True)}
+        with tempfile.TemporaryDirectory(prefix=f"mtkd-oof-{name}-") as tmp:
+            model_dir = Path(tmp) / "model"
+            result = kind.train(name, cfg, task, fold_splits, model_dir, runtime)  # errors name teachers.<name>
+            out[held] = kind.predict(model_dir, {"held_out": train[held].reset_index(drop=True)}, runtime,
+                                     num_classes=task["num_classes"],
+                                     trust_remote_code=getattr(cfg, "trust_remote_code", False))["held_out"]
+        best_epochs.append(result["best_epoch"])
+        if log:
+            log(f"{name}: fold {f + 1}/{k} trained on {int((~held).sum())}, predicted {int(held.sum())}")
+    info = {"folds": k, "seed": cfg.seed, "stratified_by": "label",
+            "fold_sizes": [int((folds == f).sum()) for f in range(k)], "fold_best_epochs": best_epochs}
+    return out, info

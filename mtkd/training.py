@@ -4,6 +4,7 @@ Speed on a CPU comes from not computing on padding: texts are tokenised once,
 batches are drawn from length buckets and padded only to their longest member,
 and matmuls run under bf16 autocast (FACTS: 3–5× over fixed-length fp32 padding).
 Model selection uses the validation split only: the best epoch's weights are kept.
+The same loop runs on a GPU and across processes (:mod:`mtkd.engine`, Accelerate).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from mtkd.engine import get_engine
 from mtkd.metrics import classification_metrics
 from mtkd.models import forward_kwargs
 
@@ -87,37 +89,41 @@ def collate(enc: Encoded, idx: np.ndarray, pad_id: int, keys: set[str]) -> dict[
     return batch
 
 
-def _autocast(bf16: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
-
-
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: DDP later re-broadcasts buffers, which inference tensors forbid
 def predict(model, enc: Encoded, pad_id: int, batch_size: int = 128, bf16: bool = True, desc: str | None = None,
             return_hidden: bool = False):
     """Logits ``[n, C]`` float32 in split order (batches run longest-first, then are put back).
 
     With ``return_hidden``, also the first-token final hidden states ``[n, H]`` (for gating).
+    Under several processes each scores every N-th length-sorted example and the rows are
+    gathered back, so every process returns the whole split.
     """
+    engine = get_engine()
     model.eval()
+    model.to(engine.device)
     keys = forward_kwargs(model)
-    order = np.argsort(-enc.lengths, kind="stable")
-    out = np.empty((len(enc), model.config.num_labels), dtype=np.float32)
-    hidden = None
-    for start in tqdm(range(0, len(order), batch_size), desc=desc or "predict", leave=False, disable=desc is None):
+    order = np.argsort(-enc.lengths, kind="stable")[engine.rank::engine.world]
+    logits, hiddens = [], []
+    for start in tqdm(range(0, len(order), batch_size), desc=desc or "predict", leave=False,
+                      disable=desc is None or not engine.is_main):
         idx = order[start:start + batch_size]
-        with _autocast(bf16):
-            result = model(**collate(enc, idx, pad_id, keys), output_hidden_states=return_hidden)
-        out[idx] = result.logits.float().numpy()
+        batch = {k: v.to(engine.device) for k, v in collate(enc, idx, pad_id, keys).items()}
+        with engine.autocast(bf16):
+            result = model(**batch, output_hidden_states=return_hidden)
+        logits.append(result.logits.float().cpu().numpy())
         if return_hidden:
-            h = result.hidden_states[-1][:, 0].float().numpy()
-            if hidden is None:
-                hidden = np.empty((len(enc), h.shape[1]), dtype=np.float32)
-            hidden[idx] = h
-    return (out, hidden) if return_hidden else out
+            hiddens.append(result.hidden_states[-1][:, 0].float().cpu().numpy())
+    empty = np.empty((0, model.config.num_labels), dtype=np.float32)
+    out = engine.gather_rows(order, np.concatenate(logits) if logits else empty, len(enc))
+    if not return_hidden:
+        return out
+    dim = model.config.dim if hasattr(model.config, "dim") else model.config.hidden_size
+    hidden = engine.gather_rows(order, np.concatenate(hiddens) if hiddens else np.empty((0, dim), np.float32), len(enc))
+    return out, hidden
 
 
-# objective(logits, first_token_hidden or None, batch indices, labels) -> loss
-Objective = Callable[[torch.Tensor, torch.Tensor | None, np.ndarray, torch.Tensor], torch.Tensor]
+# objective(logits, first_token_hidden or None, batch indices, labels, progress in [0, 1)) -> loss
+Objective = Callable[[torch.Tensor, torch.Tensor | None, np.ndarray, torch.Tensor, float], torch.Tensor]
 
 
 @dataclass
@@ -131,18 +137,34 @@ def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_i
           primary_metric: str, bf16: bool = True, bucketing: bool = True, objective: Objective | None = None,
           needs_hidden: bool = False, extra_modules: list[torch.nn.Module] | None = None,
           extra_lr: float | None = None, desc: str = "train", on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
-    """Fine-tune ``model``; keep the weights of the epoch with the best validation primary metric."""
+    """Fine-tune ``model``; keep the weights of the epoch with the best validation primary metric.
+
+    ``args.per_device_train_batch_size`` is per process: N processes take one global batch
+    of N × that size per step, each its own contiguous shard (see :mod:`mtkd.engine`).
+    """
+    engine = get_engine()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     keys = forward_kwargs(model)
     n = len(train_enc) if args.max_train_samples is None else min(args.max_train_samples, len(train_enc))
     pool = np.arange(len(train_enc)) if n == len(train_enc) else np.sort(rng.choice(len(train_enc), n, replace=False))
     lengths = train_enc.lengths[pool]
-    steps_per_epoch = -(-n // args.per_device_train_batch_size)
-    decay = [p for name, p in model.named_parameters() if not name.endswith("bias") and "LayerNorm" not in name and "layer_norm" not in name]
-    no_decay = [p for name, p in model.named_parameters() if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name]
+    global_batch = args.per_device_train_batch_size * engine.world
+    steps_per_epoch = -(-n // global_batch)
+    if engine.distributed and n % global_batch and n % global_batch < engine.world:
+        steps_per_epoch -= 1  # a last batch too small to give every process an example is dropped
+    if getattr(args, "freeze_word_embeddings", False):
+        # Most of a small student's parameters are its word embeddings (11.7M of the 3-layer
+        # MiniLM student's ~19M); a batch touches a few hundred rows of them, yet AdamW updates all.
+        model.get_input_embeddings().weight.requires_grad_(False)
+    extra_modules = [m.to(engine.device) for m in extra_modules or []]
+    # Extra modules (the gating MLP) are not wrapped: their gradients are averaged by hand.
+    (wrapped,) = engine.prepare(model)
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    decay = [p for name, p in trainable if not name.endswith("bias") and "LayerNorm" not in name and "layer_norm" not in name]
+    no_decay = [p for name, p in trainable if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name]
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    for module in extra_modules or []:
+    for module in extra_modules:
         groups.append({"params": list(module.parameters()), "weight_decay": 0.0, "lr": extra_lr or args.learning_rate})
     # The fused kernel updates all parameters in one pass: on 2 CPU cores the unfused step
     # over the 11.7M-entry embedding matrix took ~45% of a student step (measured 143 → 272 ex/s).
@@ -150,7 +172,7 @@ def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_i
     total = steps_per_epoch * args.num_train_epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total), total)
     labels_all = torch.tensor(train_enc.labels)
-    objective = objective or (lambda logits, hidden, idx, y: torch.nn.functional.cross_entropy(logits.float(), y))
+    objective = objective or (lambda logits, hidden, idx, y, progress: torch.nn.functional.cross_entropy(logits.float(), y))
 
     # Evaluate a few times per epoch (HF's eval_steps): a curve even for one epoch, and a
     # best checkpoint chosen on validation at sub-epoch resolution.
@@ -158,21 +180,22 @@ def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_i
     best_state, best_score, result = None, -np.inf, TrainResult(0, {})
     step = 0
     for epoch in range(1, args.num_train_epochs + 1):
-        model.train()
-        for module in extra_modules or []:
+        wrapped.train()
+        for module in extra_modules:
             module.train()
         losses = []
-        bar = tqdm(make_batches(lengths, args.per_device_train_batch_size, rng, bucketing), desc=f"{desc} epoch {epoch}",
-                   leave=False, mininterval=2.0)
+        batches = make_batches(lengths, global_batch, rng, bucketing)[:steps_per_epoch]
+        bar = tqdm(batches, desc=f"{desc} epoch {epoch}", leave=False, mininterval=2.0, disable=not engine.is_main)
         for i, local in enumerate(bar, start=1):
-            idx = pool[local]
-            batch = collate(train_enc, idx, pad_id, keys)
-            with _autocast(bf16):
-                out = model(**batch, output_hidden_states=needs_hidden)
+            idx = pool[engine.shard(local)]
+            batch = {k: v.to(engine.device) for k, v in collate(train_enc, idx, pad_id, keys).items()}
+            with engine.autocast(bf16):
+                out = wrapped(**batch, output_hidden_states=needs_hidden)
             hidden = out.hidden_states[-1][:, 0].float() if needs_hidden else None
-            loss = objective(out.logits.float(), hidden, idx, labels_all[idx])
+            loss = objective(out.logits.float(), hidden, idx, labels_all[idx].to(engine.device), step / total)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            engine.backward(loss)
+            engine.average_gradients([p for m in extra_modules for p in m.parameters()])
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
@@ -186,7 +209,7 @@ def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_i
             row = {"epoch": round(step / steps_per_epoch, 4), "step": step, "train_loss": round(float(np.mean(losses)), 6),
                    "val_" + primary_metric: val[primary_metric]}
             losses = []
-            model.train()
+            wrapped.train()
             result.history.append(row)
             if on_epoch:
                 on_epoch(row)

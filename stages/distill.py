@@ -6,8 +6,10 @@ from pathlib import Path
 import numpy as np
 
 from mtkd.cli import set_threads, stage
+from mtkd.curves import write_curves
 from mtkd.data import load_meta, load_split, report_splits
 from mtkd.distill import TeacherLogits, distill_task, load_teacher_validation_metric
+from mtkd.engine import get_engine
 from mtkd.errors import MtkdError
 from mtkd.fusion import strategy_names
 from mtkd.io import write_json, write_npz
@@ -45,8 +47,11 @@ def main(argv=None):
         metrics[task], preds = distill_task(args.strategy, meta, frames, teacher_logits, params,
                                             Path("models/students") / args.strategy / task, curves)
         arrays.update({f"{task}/{k}": v for k, v in preds.items()})
+    if not get_engine().is_main:  # under a multi-process launcher, one process writes
+        return
     write_npz(Path("predictions") / f"{args.strategy}.npz", **arrays)
     write_json(Path("plots/curves/distill") / f"{args.strategy}.json", curves)
+    write_curves(Path("dvclive/distill") / args.strategy, curves, lambda row: f"{row['task']}/seed{row['seed']}/")
     write_json(Path("metrics/distill") / f"{args.strategy}.json", metrics)
     for task, m in metrics.items():
         primary = load_meta(DATA, task)["primary_metric"]

@@ -5,10 +5,11 @@ from pathlib import Path
 
 from mtkd.cli import set_threads, stage
 from mtkd.data import SPLITS, load_meta, load_split, report_splits
+from mtkd.engine import get_engine
 from mtkd.errors import MtkdError
 from mtkd.io import sha256_tree, write_json
-from mtkd.logits import save_logits
-from mtkd.metrics import classification_metrics
+from mtkd.logits import load_oof_logits, save_logits
+from mtkd.metrics import classification_metrics, confidence
 from mtkd.params import load_params
 from mtkd.teachers import TEACHER_KINDS
 
@@ -33,15 +34,32 @@ def main(argv=None):
     model_dir = Path("models/teachers") / name
     logits = TEACHER_KINDS[cfg.kind].predict(model_dir, frames, params.runtime, num_classes=meta["num_classes"],
                                              trust_remote_code=getattr(cfg, "trust_remote_code", False))
+    # Train soft labels: out-of-fold when teachers.<t>.oof_folds is set (the full model's own
+    # train logits are memorised, near one-hot); validation/test always from the full model.
+    train_confidence = {"in_sample": confidence(logits["train"])}
+    oof = load_oof_logits(model_dir, args.teacher, cfg.oof_folds, frames["train"], meta["num_classes"],
+                          meta["splits"]["train"]["fingerprint"])
     provenance = {"data_fingerprint": {s: meta["splits"][s]["fingerprint"] for s in names},
-                  "checkpoint_sha256": sha256_tree(model_dir)}
+                  "checkpoint_sha256": sha256_tree(model_dir), "train_logits": "full_model"}
+    if oof is not None:
+        logits["train"], provenance["oof"] = oof
+        train_confidence["out_of_fold"] = confidence(logits["train"])
+        provenance["train_logits"] = "out_of_fold"
+    provenance["train_confidence"] = train_confidence
+    if not get_engine().is_main:  # under a multi-process launcher every process holds all logits; one writes
+        return
     save_logits(Path("logits") / f"{name}.npz", teacher=args.teacher, task=args.task, num_classes=meta["num_classes"],
                 splits={s: (frames[s]["id"].tolist(), logits[s]) for s in names}, provenance=provenance)
     scores = {s: classification_metrics(logits[s], frames[s]["label"].to_numpy(), meta["num_classes"])
               for s in names if s != "train"}
-    write_json(Path("metrics/teachers") / f"{name}.json", {args.task: scores})
+    # Train confidence sits beside the task's scores, not among its splits (consumers read <task>.<split>).
+    write_json(Path("metrics/teachers") / f"{name}.json",
+               {args.task: scores, "train_confidence": {args.task: train_confidence}})
     primary = meta["primary_metric"]
     print(f"{name}: validation {primary} {scores['validation'][primary]:.4f}, test {primary} {scores['test'][primary]:.4f}")
+    for how, c in train_confidence.items():
+        print(f"{name}: train confidence ({how.replace('_', ' ')}): mean max prob {c['mean_max_prob']:.3f},"
+              f" entropy {c['mean_entropy']:.3f}, {100 * c['high_confidence_share']:.1f}% above 0.95")
 
 
 if __name__ == "__main__":

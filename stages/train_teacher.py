@@ -1,13 +1,20 @@
-"""train_teachers@<teacher>-<task>: fine-tune one teacher on one task; write its checkpoint and metrics."""
+"""train_teachers@<teacher>-<task>: fine-tune one teacher on one task; write its checkpoint and metrics.
+
+With ``teachers.<teacher>.oof_folds: k``, also k fold models whose out-of-fold train logits
+go into the checkpoint directory (``oof_train_logits.npz``); the fold models are not kept.
+"""
 
 import argparse
 from pathlib import Path
 
-from mtkd.cli import set_threads, stage
+from mtkd.cli import log, set_threads, stage
+from mtkd.curves import write_curves
 from mtkd.data import load_meta, load_split
+from mtkd.engine import get_engine
 from mtkd.io import write_json
 from mtkd.params import load_params
-from mtkd.teachers import TEACHER_KINDS
+from mtkd.logits import OOF_FILE, save_logits
+from mtkd.teachers import TEACHER_KINDS, train_out_of_fold
 
 DATA = Path("data/prepared")
 
@@ -27,9 +34,33 @@ def main(argv=None):
     meta = load_meta(DATA, args.task)
     splits = {s: load_split(DATA, args.task, s) for s in ("train", "validation")}
     name = f"{args.teacher}-{args.task}"
-    out = TEACHER_KINDS[cfg.kind].train(args.teacher, cfg, meta, splits, Path("models/teachers") / name, params.runtime)
+    extra = {}
+    if cfg.oof_folds is not None:
+        # Fold models first (they are deleted); their train logits are published inside the
+        # full model's checkpoint, in the same rename, so neither exists without the other.
+        oof, info = train_out_of_fold(args.teacher, cfg, meta, splits, params.runtime, log=log.info)
+        extra[OOF_FILE] = lambda path: save_logits(
+            path, teacher=args.teacher, task=args.task, num_classes=meta["num_classes"],
+            splits={"train": (splits["train"]["id"].tolist(), oof)},
+            provenance={"data_fingerprint": {"train": meta["splits"]["train"]["fingerprint"]}, "oof": info})
+    out = TEACHER_KINDS[cfg.kind].train(args.teacher, cfg, meta, splits, Path("models/teachers") / name, params.runtime,
+                                        extra_files=extra)
+    if not get_engine().is_main:  # under a multi-process launcher, one process writes
+        return
+    history = out["history"] or one_evaluation(cfg, meta, splits, Path("models/teachers") / name, params.runtime)
     write_json(Path("plots/curves/teachers") / f"{name}.json", out["history"])
+    write_curves(Path("dvclive/teachers") / name, history)
     print(f"trained {name} (best epoch {out['best_epoch']})")
+
+
+def one_evaluation(cfg, meta, splits, model_dir, runtime) -> list[dict]:
+    """A teacher fitted in one go (sklearn) has no curve: its single point is its validation score."""
+    from mtkd.metrics import classification_metrics
+
+    logits = TEACHER_KINDS[cfg.kind].predict(model_dir, {"validation": splits["validation"]}, runtime,
+                                             num_classes=meta["num_classes"])["validation"]
+    score = classification_metrics(logits, splits["validation"]["label"].to_numpy(), meta["num_classes"])
+    return [{"epoch": 1.0, "step": 1, f"val_{meta['primary_metric']}": score[meta["primary_metric"]]}]
 
 
 if __name__ == "__main__":

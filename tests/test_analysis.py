@@ -360,6 +360,47 @@ def test_report_is_self_contained_with_readings(tree):
     assert any("the gate puts the most weight on a (0.55 on test" in r for r in readings)
 
 
+def test_plot_tables_for_dvc_plots(tree):
+    """plots/*.csv: the SPEC §9 analyses as long tables, one labelled bar per row, same numbers as metrics/."""
+    root, _ = tree
+    for path, cols in A.PLOT_COLUMNS.items():
+        frame = pd.read_csv(root / path)
+        assert list(frame.columns) == cols and frame["label"].is_unique, path
+    gap = pd.read_csv(root / "plots/gap_closed.csv").set_index("strategy")
+    assert list(gap.index) == ["single_a", "single_b", "average", "gating"]  # `none` closes 0 by definition
+    assert gap.loc["average", "gap_closed"] == pytest.approx(0.2 / 0.225, abs=1e-6)
+    assert set(gap["reference_teacher"]) == {"a"}
+    agree = pd.read_csv(root / "plots/agreement.csv")
+    assert set(agree["region"]) == {"all_agree", "some_agree"}  # all_differ is empty here
+    row = agree[(agree["strategy"] == "average") & (agree["region"] == "some_agree")].iloc[0]
+    assert row["student_accuracy"] == pytest.approx(0.9) and row["region_share"] == 0.25
+    assert row["label"] == "rt · some_agree · average"
+    fail = pd.read_csv(root / "plots/failures.csv").set_index(["strategy", "category"])
+    assert fail.loc[("none", "all_teachers_wrong"), "errors_per_seed"] == 10.0
+    assert fail.loc[("none", "all_teachers_right"), "errors_per_seed"] == 4.0
+    assert fail.loc[("average", "teachers_split"), "share_of_errors"] == pytest.approx(2 / 22, abs=1e-6)
+    conf = pd.read_csv(root / "plots/teacher_confidence.csv").set_index(["teacher", "split"])
+    assert len(conf) == len(TEACHERS) * 2  # no all_teachers mean
+    assert conf.loc[("b", "test"), "high_confidence_share"] == pytest.approx(0.5)
+    rank = pd.read_csv(root / "plots/ranking.csv")
+    assert rank["strategy"].tolist()[:3] == ["single_a", "average", "single_b"] and rank["rank"].is_monotonic_increasing
+    assert rank["label"].iloc[0] == "rt · #1 single_a"
+
+
+def test_report_declares_figures_and_redraws_from_metrics(tree):
+    """<meta name="mtkd-figures"> lists every figure; report_from_metrics gives the same bytes without predictions."""
+    root, out = tree
+    text = (root / "reports/report.html").read_text(encoding="utf-8")
+    assert f'<meta name="mtkd-figures" content="{" ".join(out["figures"])}">' in text
+    for fid, sentence in out["figures"].items():
+        assert f'<figure class="mtkd-figure" data-figure="{fid}">' in text
+        assert f'<figcaption class="reading">{A._e(sentence)}</figcaption>' in text
+    assert out["figures"]["fig-ranking"] == ("Top-ranked strategy on test rt: single_a (75.0%), best-ranked "
+                                             "multi-teacher strategy average at rank 2 of 5 (72.5%).")
+    report = A.report_from_metrics(_params(), root)
+    assert report.html("mtkd report").encode("utf-8") == (root / "reports/report.html").read_bytes()
+
+
 def test_rerun_is_byte_identical(tree, tmp_path):
     root, _ = tree
     before = {name: (root / name).read_bytes() for name in A.OUTPUTS}
