@@ -226,6 +226,20 @@ def _mine(pid: int) -> bool:
     return False
 
 
+# Directories whose processes are the bench's own although not its descendants (the detached
+# `dvc queue` workers of bench/queue_bench.py run their stages under <copy>/.dvc/tmp/exps).
+OWN_ROOTS: list[str] = []
+
+
+def _own_cwd(pid: int) -> bool:
+    if not OWN_ROOTS:
+        return False
+    with contextlib.suppress(OSError):
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        return any(cwd == r or cwd.startswith(r.rstrip("/") + "/") for r in OWN_ROOTS)
+    return False
+
+
 def busy_processes() -> list[str]:
     """Other heavy jobs on this machine (stage processes, test runs): timings taken beside them are contended."""
     out = []
@@ -234,7 +248,7 @@ def busy_processes() -> list[str]:
             continue
         with contextlib.suppress(OSError):
             cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace").strip()
-            if (("stages." in cmd and "-m" in cmd) or "pytest" in cmd) and not _mine(int(pid)):
+            if (("stages." in cmd and "-m" in cmd) or "pytest" in cmd) and not _mine(int(pid)) and not _own_cwd(int(pid)):
                 out.append(f"{pid} {cmd[:120]}")
     return out
 

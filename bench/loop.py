@@ -40,7 +40,7 @@ def library_train(setup, model, enc, args, *, seed: int, bucketing: bool, bf16: 
 
     lengths = enc.lengths
 
-    def timed(logits, hidden, idx, y):
+    def timed(logits, hidden, idx, y, progress=0.0):
         clock.tick(lengths[idx])
         t0 = time.perf_counter()
         loss = objective(logits, hidden, idx, y)

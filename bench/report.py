@@ -88,9 +88,9 @@ def markdown(r: dict) -> str:
             ref = d["reference"]
             rows.append(f"| {label} | {ours['examples_per_s']} | {ref['examples_per_s']} | **{ours['ratio_vs_reference']:.2f}×** "
                         f"| {ours.get('mfu_vs_bf16', 0):.1%} | {ref.get('mfu_vs_fp32', 0):.1%} |")
-            prop = d["ours"].get("proposal: + word embeddings frozen") if key == "student" else None
+            prop = d["ours"].get("ablation: word embeddings trained (freeze_word_embeddings: false)") if key == "student" else None
             if prop:
-                rows.append(f"| student, proposal: + word embeddings frozen | {prop['examples_per_s']} | {ref['examples_per_s']} | "
+                rows.append(f"| student, ablation: word embeddings trained | {prop['examples_per_s']} | {ref['examples_per_s']} | "
                             f"{prop['ratio_vs_reference']:.2f}× | {prop.get('mfu_vs_bf16', 0):.1%} | |")
     if "extraction" in s:
         e = s["extraction"]
@@ -156,6 +156,17 @@ def markdown(r: dict) -> str:
         for d in dv:
             lines.append(f"| {d['profile']} | {d['full_repro_s']:.0f} s | {d['noop_repro_s']:.2f} s | {d['dvc_status_s']:.2f} s | {d['exp_run_T9_s']:.0f} s |")
         lines.append("")
+    if "queue" in s:
+        q, c = s["queue"], s["queue"]["config"]
+        lines += [f"## Queued experiments: jobs × threads ({q['runs'][0]['experiments']} experiments `{c['grid']}`)", "",
+                  f"Each re-runs `distill@{c['strategies'][-1]}` + `analyze`: {c['profile']} params, seeds {c['seeds']},"
+                  f" max_examples {c['max_examples']}, teachers {', '.join(c['teachers'])}; baseline `dvc repro` {q['baseline_repro_s']:.0f} s.", "",
+                  "| `dvc queue start` | MTKD_NUM_THREADS | wall until empty | per experiment | × first row | distill stage (mean) | stages at once |",
+                  "|---|---|---|---|---|---|---|"]
+        for x in q["runs"]:
+            lines.append(f"| `-j {x['jobs']}` | {x['threads']} | {x['wall_s']:.0f} s | {x['per_experiment_s']:.0f} s | "
+                         f"{x['speedup_vs_first']:.2f}× | {_fmt(x['distill_stage_s_mean'])} s | {x['max_concurrent_stages']} |")
+        lines.append("")
     if "accuracy" in s:
         a = s["accuracy"]
         lines += [f"## Accuracy: bucketing + bf16 vs none ({a['train_examples']} train examples, seeds {a['seeds']}, strategy {a['strategy']})", "",
@@ -166,7 +177,7 @@ def markdown(r: dict) -> str:
         pe = a["padding_equivalence"]
         pv = a.get("proposal_verdict", {}).get("validation_accuracy")
         if pv:
-            lines += ["", f"Proposal (word embeddings frozen) vs ours: validation accuracy {pv['difference_of_means']:+.4f}"
+            lines += ["", f"Ablation (word embeddings trained) vs ours (frozen): validation accuracy {pv['difference_of_means']:+.4f}"
                       f" ({'within' if pv['within_seed_spread'] else 'outside'} the seed spread {pv['max_seed_std']:.4f})."]
         lines += ["", f"Padding to {pe['fixed_width']} instead of {pe['dynamic_width']} changes fp32 logits by at most {pe['max_abs_logit_diff']:.2e}"
                   " (so the no-bucketing fp32 arm stands for the reference's max_length padding).", ""]

@@ -5,7 +5,8 @@ Measures, in one run, on the same model, data and batch size: our loop vs the re
 logit extraction; MFU against the measured matmul peak; per-step fusion overhead of each
 strategy; the per-phase profile of a student step; the peak RSS of every stage (tiny
 profile; the default one with --pipeline); `dvc repro` wall times (--pipeline); and the
-accuracy check that bucketing + bf16 cost nothing. Writes ``bench/results/<device>.json``
+accuracy check that bucketing + bf16 cost nothing; with ``--only queue`` (or --pipeline), queued experiments
+under `dvc queue start -j N` × M threads (bench/queue_bench.py). Writes ``bench/results/<device>.json``
 and ``bench/results/<device>.md``. Not part of the test suite.
 """
 
@@ -20,7 +21,8 @@ from pathlib import Path
 
 from bench.common import ROOT, ContentionMonitor, machine, make_setup, self_peak_rss_mb, set_env, wait_idle
 
-SECTIONS = ["throughput", "mfu", "fusion", "profile", "accuracy", "rss", "pipeline"]
+SECTIONS = ["throughput", "mfu", "fusion", "profile", "accuracy", "rss", "pipeline", "queue"]
+SLOW = {"pipeline", "queue"}  # only with --pipeline or --only
 
 
 def parse(argv=None):
@@ -30,7 +32,7 @@ def parse(argv=None):
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--pipeline", action="store_true",
                     help="also time the default `dvc repro` (~20 min on 2 cores), a no-op repro and `dvc exp run -S distill.T=9`"
-                         " in a temporary copy, with the peak RSS of every default stage")
+                         " in a temporary copy, with the peak RSS of every default stage; and the queue section")
     ap.add_argument("--only", default=None, help=f"comma-separated sections ({', '.join(SECTIONS)})")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip")
     ap.add_argument("--data-dir", default=None, help="an already prepared data dir (with rt/); default: prepare into a temp dir")
@@ -41,6 +43,10 @@ def parse(argv=None):
                     help="before each section, wait (at most S seconds) until no other stage or test process has run for 10 s")
     ap.add_argument("--keep", action="store_true",
                     help="start from the existing <out>/<tag>.json and replace only the sections run now")
+    ap.add_argument("--queue-configs", default=None, metavar="JxT,...",
+                    help="queue section: `dvc queue start -j J` with MTKD_NUM_THREADS=T, each (default 1x2,2x1,2x2)")
+    ap.add_argument("--queue-examples", type=int, default=None, metavar="N",
+                    help="queue section: data.max_examples of the queued configuration (default 8000; quick 400, tiny profile)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per run (default 60, quick 20)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps per run (default 5, quick 3)")
     opts = ap.parse_args(argv)
@@ -54,9 +60,9 @@ def parse(argv=None):
     opts.steps = opts.steps if opts.steps is not None else (20 if opts.quick else 60)
     opts.extract_examples = 1024 if opts.quick else 4096
     opts.ablation = True
-    only = set(opts.only.split(",")) if opts.only else set(SECTIONS) - ({"pipeline"} if not opts.pipeline else set())
+    only = set(opts.only.split(",")) if opts.only else set(SECTIONS) - (SLOW if not opts.pipeline else set())
     if opts.device != "cpu":
-        only -= {"rss", "pipeline", "accuracy"}  # stages and dvc run on the CPU
+        only -= {"rss", "pipeline", "accuracy", "queue"}  # stages and dvc run on the CPU
     opts.sections = [s for s in SECTIONS if s in only and s not in set(opts.skip.split(","))]
     return opts
 
@@ -152,6 +158,10 @@ def main(argv=None) -> int:
                 from bench import pipeline_bench
 
                 results["sections"]["pipeline"] = pipeline_bench.dvc_times()
+            elif section == "queue":
+                from bench import queue_bench
+
+                results["sections"]["queue"] = queue_bench.run(opts)
             elif section == "accuracy":
                 from bench import accuracy
 

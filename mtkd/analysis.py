@@ -541,6 +541,10 @@ def confidence_sentence(conf: dict) -> str:
         parts.append(f"{task} test: most confident teacher {most} (mean max prob {c['mean_max_prob']:.3f}, "
                      f"{100 * c['high_confidence_share']:.0f}% above {HIGH_CONFIDENCE}), least {least} "
                      f"({d['mean_max_prob']:.3f}, {100 * d['high_confidence_share']:.0f}%)")
+        for t in names:
+            if "train_in_sample" in by_teacher[t]:
+                parts.append(f"{task} train, {t}: mean max prob {by_teacher[t]['train_in_sample']['mean_max_prob']:.3f} "
+                             f"in-sample vs {by_teacher[t]['train']['mean_max_prob']:.3f} out-of-fold")
     return "; ".join(parts) + "."
 
 
@@ -667,11 +671,15 @@ def fig_confidence(conf: dict):
     panels = (("mean_max_prob", "mean max probability", 1.0), ("mean_entropy", "mean entropy (nats)", 1.0),
               ("high_confidence_share", f"share with max prob > {HIGH_CONFIDENCE} (%)", 100.0))
     fig = make_subplots(rows=1, cols=3, subplot_titles=[p[1] for p in panels])
-    colours = {"train": "#9ecae1", "test": "#1f77b4"}
+    colours = {"train": "#9ecae1", "test": "#1f77b4", "train_in_sample": "#fdae6b"}
     x = [f"{task} · {t}" for task, by in conf.items() for t in by if t != "all_teachers"]
+    # With out-of-fold teachers, "train" is out-of-fold and "train_in_sample" the full model on its own data.
+    shown = [*CONFIDENCE_SPLITS] + (["train_in_sample"] if any("train_in_sample" in v for by in conf.values()
+                                                               for v in by.values()) else [])
     for col, (key, _, scale) in enumerate(panels, start=1):
-        for split in CONFIDENCE_SPLITS:
-            y = [scale * by[t][split][key] for by in conf.values() for t in by if t != "all_teachers"]
+        for split in shown:
+            y = [scale * by[t][split][key] if split in by[t] else None
+                 for by in conf.values() for t in by if t != "all_teachers"]
             fig.add_trace(go.Bar(name=split, x=x, y=y, marker_color=colours[split], legendgroup=split,
                                  showlegend=col == 1), row=1, col=col)
     fig.update_layout(barmode="group")
@@ -925,6 +933,8 @@ class TaskInputs:
     student_test: dict[str, dict[str, np.ndarray]]  # strategy → seed → test logits
     curves: dict[str, list[dict]]                # strategy → curve rows of this task
     teacher_curves: dict[str, list[dict]]        # teacher → curve rows
+    # teacher → in-sample train confidence, for teachers whose train logits are out-of-fold (oof_folds)
+    train_in_sample: dict[str, dict] = field(default_factory=dict)
 
 
 def load_task_inputs(root: Path, task: str, teachers: list[str], strategies: list[str], seeds: list,
@@ -943,10 +953,14 @@ def load_task_inputs(root: Path, task: str, teachers: list[str], strategies: lis
             stack.append(load_logits(path, split, frames[split], C, meta["splits"][split]["fingerprint"],
                                      checkpoint_dir=root / "models/teachers" / f"{t}-{task}"))
         logits[split] = np.stack(stack)
-    teacher_metrics = {}
+    teacher_metrics, train_in_sample = {}, {}
     for t in teachers:
         path = root / "metrics/teachers" / f"{t}-{task}.json"
-        scores = _read_json(path, f"dvc repro extract_logits@{t}-{task}").get(task)
+        record = _read_json(path, f"dvc repro extract_logits@{t}-{task}")
+        train_conf = (record.get("train_confidence") or {}).get(task) or {}
+        if "out_of_fold" in train_conf and "in_sample" in train_conf:
+            train_in_sample[t] = train_conf["in_sample"]
+        scores = record.get(task)
         if not scores or not {"validation", "test"} <= set(scores):
             raise MtkdError(f"{path}: no validation/test scores for task '{task}' (re-run `dvc repro extract_logits@{t}-{task}`)")
         teacher_metrics[t] = scores
@@ -971,7 +985,7 @@ def load_task_inputs(root: Path, task: str, teachers: list[str], strategies: lis
     return TaskInputs(task, meta, {s: f["label"].to_numpy(dtype=np.int64) for s, f in frames.items()}, logits,
                       teacher_metrics, distill, student_test,
                       {s: [r for r in curves_all.get(s, []) if r.get("task") == task] for s in strategies},
-                      teacher_curves)
+                      teacher_curves, train_in_sample)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1011,6 +1025,8 @@ def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list) -> TaskResul
     failures = {"base_share": base_failure_shares(y, teacher_preds),
                 "strategies": {s: failure_analysis(y, teacher_preds, p) for s, p in student_preds.items()}}
     conf = teacher_confidence(teachers, inp.teacher_logits)
+    for t, in_sample in inp.train_in_sample.items():  # the "train" entry is then out-of-fold: what the student sees
+        conf[t]["train_in_sample"] = {k: _r(v) for k, v in in_sample.items()}
     gates = {s: w for s, b in inp.distill.items() if (w := gate_weights(b))}
     return TaskResults(summary, agreement, failures, conf, results_rows(inp.task, inp.teacher_metrics, inp.distill), gates)
 

@@ -34,23 +34,30 @@ class Run:
     metrics: dict  # path → parsed metrics file
 
 
-def _records(node, out: list[Run], name: str | None = None) -> None:
-    """Every experiment (and baseline) in DVC's nested exp-show JSON, whatever its depth."""
+# Executor states whose row does not hold the experiment's own results: DVC shows a failed
+# (or still running) experiment with its own params but the *baseline's* metrics, and a
+# queued one without metrics.
+NOT_FINISHED = {"queued", "running", "failed"}
+
+
+def _records(node, out: list[Run], name: str | None = None, state: str | None = None) -> None:
+    """Every finished experiment (and baseline) in DVC's nested exp-show JSON, whatever its depth."""
     if isinstance(node, list):
         for child in node:
-            _records(child, out, name)
+            _records(child, out, name, state)
         return
     if not isinstance(node, dict):
         return
     label = node.get("name") or node.get("rev") or name
+    state = (node.get("executor") or {}).get("state", state)
     data = node.get("data")
-    if isinstance(data, dict) and "params" in data:
+    if isinstance(data, dict) and "params" in data and not node.get("error") and state not in NOT_FINISHED:
         params = (data.get("params") or {}).get("params.yaml", {}).get("data") or {}
         metrics = {path: (v or {}).get("data") or {} for path, v in (data.get("metrics") or {}).items()}
         out.append(Run(str(label), params, metrics))
     for key in ("experiments", "revs"):
         if key in node:
-            _records(node[key], out, label)
+            _records(node[key], out, label, state if key == "revs" else None)
 
 
 def collect(exp_show: list) -> list[Run]:
@@ -77,6 +84,11 @@ def cells(runs: list[Run], strategy: str, task: str, primary: str) -> dict[tuple
         try:
             val, test = block["validation"][primary]["mean"], block["test"][primary]["mean"]
         except (KeyError, TypeError):
+            continue
+        # The metrics file records the T and α it was made with: a row whose params say
+        # otherwise (an edited but not reproduced workspace) shows stale metrics.
+        if any(isinstance(block.get(k), (int, float)) and not math.isclose(float(block[k]), float(v))
+               for k, v in (("T", T), ("alpha", alpha))):
             continue
         out.setdefault((T, float(alpha)), {"validation": val, "test": test, "experiment": run.name})
     return out

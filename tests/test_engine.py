@@ -168,3 +168,20 @@ def test_two_process_extraction_scores_every_example_once_in_id_order(trained):
         assert (two[id_key] == ids).all() and len(set(two[id_key])) == len(ids)
         assert np.isfinite(two[logit_key]).all()
         np.testing.assert_allclose(two[logit_key], one[logit_key], atol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["prob_average", "confidence_aware", "calibrated_average"])
+def test_strategies_beyond_the_seed_run_as_distill_stages(trained, strategy):
+    """Each extra strategy is a named distill@ item: add it to distill.strategies, regenerate, repro."""
+    repo, raw = trained
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["distill"]["strategies"] = [*raw["distill"]["strategies"], strategy]
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    run([sys.executable, "-m", "mtkd.pipeline"], repo)
+    proc = run(f"dvc repro distill@{strategy}", repo, MTKD_NUM_THREADS="1")
+    assert f"Running stage 'distill@{strategy}'" in proc.stdout
+    assert "Running stage 'train_teachers" not in proc.stdout  # teachers and logits are reused
+    metrics = json.loads((repo / f"metrics/distill/{strategy}.json").read_text())["rt"]
+    assert metrics["T"] == raw["distill"]["T"] and metrics["alpha"] == raw["distill"]["alpha"]
+    fused = metrics["fidelity"]["fused"]
+    assert 0.0 <= fused["agreement"]["mean"] <= 1.0 and fused["kl"]["mean"] >= 0.0

@@ -296,3 +296,15 @@ def test_e2e_lexical_teacher_is_less_confident_out_of_fold(oof_repo):
     conf = json.loads((repo / "metrics/teachers/tfidf_lr-rt.json").read_text())["train_confidence"]["rt"]
     assert conf["out_of_fold"]["mean_max_prob"] < conf["in_sample"]["mean_max_prob"]
     assert conf["out_of_fold"]["mean_entropy"] > conf["in_sample"]["mean_entropy"]
+
+
+def test_e2e_report_shows_train_confidence_in_sample_and_out_of_fold(oof_repo):
+    repo, _ = oof_repo
+    conf = json.loads((repo / "metrics/teachers/tfidf_lr-rt.json").read_text())["train_confidence"]["rt"]
+    table = json.loads((repo / "metrics/teacher_confidence.json").read_text())["rt"]["tfidf_lr"]
+    assert table["train_in_sample"] == conf["in_sample"]   # the full model on its own training data
+    assert table["train"] == conf["out_of_fold"]            # what the student is distilled from
+    rows = (repo / "plots/teacher_confidence.csv").read_text()
+    assert "train_in_sample" in rows
+    html = (repo / "reports/report.html").read_text()
+    assert f"{conf['in_sample']['mean_max_prob']:.3f} in-sample vs {conf['out_of_fold']['mean_max_prob']:.3f} out-of-fold" in html

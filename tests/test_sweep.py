@@ -61,3 +61,22 @@ def test_cli_writes_report_and_json(tmp_path):
     assert "average on rt: best cell T=3, α=0.5" in html
     assert not re.search(r"<script[^>]*\bsrc=", html)  # plotly.js inline: opens offline
     assert json.loads((tmp_path / "s.json").read_text())["rt"]["average"]["best"]["T"] == 3.0
+
+
+def test_failed_queued_and_stale_rows_are_not_cells():
+    # DVC shows a failed experiment with its own params but the baseline's metrics, and a
+    # queued one without metrics: neither is a cell. Nor is a row whose metrics file records
+    # another T than its params (an edited, not reproduced workspace).
+    def exp(name, state, T, error=None):
+        entry = run_entry(name, T, 0.5, 0.99, 0.99, 0.99, 0.99)
+        entry["error"] = error
+        return {"name": name, "executor": {"state": state}, "revs": [entry]}
+
+    base = run_entry("base", 6, 0.5, 0.8, 0.8, 0.8, 0.8)
+    base["experiments"] = [exp("ok", "success", 3), exp("bad", "failed", -1, {"msg": "Experiment run failed"}),
+                           exp("waiting", "queued", 9), exp("going", "running", 12)]
+    stale = run_entry("workspace", 15, 0.5, 0.7, 0.7, 0.7, 0.7)
+    stale["data"]["metrics"]["metrics/distill/average.json"]["data"]["rt"]["T"] = 6.0
+    runs = collect([stale, base])
+    assert [r.name for r in runs] == ["workspace", "base", "ok"]
+    assert set(cells(runs, "average", "rt", "accuracy")) == {(6.0, 0.5), (3.0, 0.5)}
