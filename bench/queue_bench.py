@@ -154,7 +154,7 @@ def run_queue(repo: Path, log: Path, jobs: int, threads: int, timeout: float) ->
     watch.start()
     t0 = time.perf_counter()
     _sh(f"dvc queue start -j {jobs}", repo, log, threads=threads)
-    idle_since, statuses = t0, {}
+    idle_since, statuses, restarts = t0, {}, 0
     try:
         while True:
             time.sleep(0.5)
@@ -166,6 +166,11 @@ def run_queue(repo: Path, log: Path, jobs: int, threads: int, timeout: float) ->
             statuses = queue_status(repo, log)  # nothing running for 3 s: is anything still queued?
             if not {"Queued", "Running"} & set(statuses.values()):
                 break
+            if "Running" not in statuses.values() and not workers(repo):
+                # Seen once with -j 2 x 2 threads: both workers exited with 2 experiments still queued.
+                # Restart them and say so: that run's wall time then includes the stall.
+                _sh(f"dvc queue start -j {jobs}", repo, log, threads=threads)
+                restarts += 1
             idle_since = time.perf_counter()
     finally:
         watch.stop.set()
@@ -188,7 +193,8 @@ def run_queue(repo: Path, log: Path, jobs: int, threads: int, timeout: float) ->
             "distill_stage_s_mean": round(sum(distill) / len(distill), 1) if distill else None,
             "analyze_stage_s_mean": round(sum(analyze) / len(analyze), 1) if analyze else None,
             "stages_seen": len(stages), "max_concurrent_stages": watch.max_stages,
-            "threads_seen": sorted({str(s["threads"]) for s in stages}), "contended_fraction": contended}
+            "threads_seen": sorted({str(s["threads"]) for s in stages}), "contended_fraction": contended,
+            "worker_restarts": restarts}
 
 
 def run(opts) -> dict:
