@@ -43,7 +43,7 @@ from mtkd.data import load_meta, load_split
 from mtkd.errors import MtkdError
 from mtkd.io import atomic_path, write_json
 from mtkd.logits import check_array, load_logits
-from mtkd.metrics import softmax, summarize
+from mtkd.metrics import confidence, softmax, summarize  # confidence: SPEC §9, shared with extract_logits
 
 REGIONS = ("all_agree", "some_agree", "all_differ")
 FAILURES = ("all_teachers_wrong", "all_teachers_right", "teachers_split")
@@ -309,15 +309,6 @@ def failure_analysis(labels: np.ndarray, teacher_preds: np.ndarray, preds_by_see
 def base_failure_shares(labels: np.ndarray, teacher_preds: np.ndarray) -> dict[str, float]:
     cat = failure_category(labels, teacher_preds)
     return {c: _r((cat == i).mean()) for i, c in enumerate(FAILURES)}
-
-
-def confidence(logits: np.ndarray, threshold: float = HIGH_CONFIDENCE) -> dict[str, float]:
-    """Mean max probability, mean entropy (nats) and share with max probability > ``threshold``."""
-    p = softmax(logits)
-    top = p.max(axis=1)
-    entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
-    return {"mean_max_prob": _r(top.mean()), "mean_entropy": _r(entropy.mean()),
-            "high_confidence_share": _r((top > threshold).mean())}
 
 
 def teacher_confidence(teacher_names: list[str], logits: dict[str, np.ndarray]) -> dict:

@@ -133,3 +133,17 @@ def snapshot(root: Path, names) -> dict[str, bytes]:
         files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else []
         out.update({str(f.relative_to(root)): f.read_bytes() for f in files})
     return out
+
+
+def run_stage(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``python -m <args>`` in ``cwd`` (the repository's code on PYTHONPATH), output captured, never raising."""
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, env=env_for(ROOT, **env))
+
+
+def assert_one_error_line(proc, *needles):
+    """A stage refused bad input: exit 2, exactly one ``error:`` line containing every needle, no traceback."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,8 @@ from mtkd.logits import OOF_FILE, load_logits, load_oof_logits, read_meta, save_
 from mtkd.metrics import confidence
 from mtkd.params import SklearnTeacher, validate_params
 from mtkd.teachers import TEACHER_KINDS, check_oof_folds, fold_assignment, train_out_of_fold
-from tests.helpers import ROOT, env_for, make_repo, run, tiny_params
+from tests import helpers
+from tests.helpers import ROOT, assert_one_error_line, make_repo, run, tiny_params
 
 TASK = {"task": "synthetic", "num_classes": 2, "primary_metric": "accuracy"}
 
@@ -194,16 +194,7 @@ def test_oof_file_must_exist_exactly_when_folds_are_set(tmp_path):
 
 
 def run_stage(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
-                          env=env_for(ROOT, MTKD_NUM_THREADS="1"))
-
-
-def assert_one_error_line(proc, *needles):
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
+    return helpers.run_stage(cwd, *args, MTKD_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")

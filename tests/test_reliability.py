@@ -13,7 +13,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import ROOT, env_for, snapshot
+import helpers
+from helpers import ROOT, assert_one_error_line, snapshot
 from mtkd import assets
 from mtkd.data import load_meta, load_split, prepare_task
 from mtkd.errors import MtkdError
@@ -587,16 +587,7 @@ def stage_dir(work, tmp_path):
 
 
 def run_stage(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
-                          env=env_for(ROOT, HF_HUB_OFFLINE="1"))
-
-
-def assert_one_error_line(proc, *needles):
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
+    return helpers.run_stage(cwd, *args, HF_HUB_OFFLINE="1")
 
 
 def test_stage_with_truncated_checkpoint_exits_2_and_keeps_outputs(stage_dir):
