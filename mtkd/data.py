@@ -337,3 +337,10 @@ def load_meta(data_dir: Path, task: str) -> dict:
 
 def report_splits(task: str) -> tuple[str, ...]:
     return ("test",) + TASKS[task].extra_test_splits
+
+
+def get_task(name: str) -> Task:
+    """The registered task ``name`` (MtkdError naming the known ones otherwise)."""
+    if name not in TASKS:
+        raise MtkdError(f"unknown task '{name}' (known: {', '.join(sorted(TASKS))})")
+    return TASKS[name]

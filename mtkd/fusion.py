@@ -148,3 +148,10 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
 
     opt.step(closure)
     return float(log_t.detach().exp())
+
+
+def strategy_kind(strategy: str) -> str:
+    """baseline (``none``) | single (``single_<teacher>``) | multi (every fusion strategy)."""
+    if strategy == "none":
+        return "baseline"
+    return "single" if is_single(strategy) else "multi"
