@@ -45,8 +45,13 @@ def make_copy(profile: str) -> tuple[tempfile.TemporaryDirectory, Path]:
             shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy(src, repo / name)
-    params = ROOT / ("params.yaml" if profile == "default" else f"profiles/{profile}.yaml")
-    shutil.copy(params, repo / "params.yaml")
+    if profile == "default":
+        shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
+    else:
+        from mtkd.params import load_profile
+
+        (repo / "params.yaml").write_text(yaml.safe_dump(load_profile(ROOT / "profiles" / f"{profile}.yaml",
+                                                                      ROOT / "params.yaml"), sort_keys=False))
     return tmp, repo
 
 

@@ -51,8 +51,10 @@ def parse_configs(text: str) -> list[tuple[int, int]]:
 
 def small_params(quick: bool, max_examples: int | None) -> dict:
     """The configuration each queued experiment runs (default params, or the tiny profile with --quick)."""
-    src = ROOT / ("profiles/tiny.yaml" if quick else "params.yaml")
-    p = yaml.safe_load(src.read_text())
+    from mtkd.params import load_profile
+
+    p = (load_profile(ROOT / "profiles/tiny.yaml", ROOT / "params.yaml") if quick
+         else yaml.safe_load((ROOT / "params.yaml").read_text()))
     p["seeds"] = [0]
     p["teachers"] = {"tfidf_lr": p["teachers"]["tfidf_lr"]}
     p["distill"]["strategies"] = ["none", "single_tfidf_lr"]

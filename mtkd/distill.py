@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from mtkd.engine import get_engine
-from mtkd.fusion import FusionContext, GatingFusion, fit_temperature, fuse, is_single
-from mtkd.losses import kd_loss
+from mtkd.fusion import Strategy, TeacherLogits, alpha_at  # noqa: F401  (alpha_at, TeacherLogits: re-exported)
 from mtkd.metrics import classification_metrics, fidelity, softmax, summarize
 from mtkd.models import build_classifier
 from mtkd.training import encode, predict, train
@@ -21,44 +18,19 @@ from mtkd.training import encode, predict, train
 log = logging.getLogger("mtkd")
 
 
-@dataclass
-class TeacherLogits:
-    """Logits of the K teachers, in params order, per split: ``{split: [K, n, C]}``."""
+def distill_task(strategy: Strategy, settings: dict, task: dict, frames: dict[str, pd.DataFrame],
+                 teachers: TeacherLogits | None, params, save_dir: Path | None,
+                 curves: list[dict]) -> tuple[dict, dict[str, np.ndarray]]:
+    """Train the student of ``strategy`` once per seed; return (metrics, predictions).
 
-    names: list[str]
-    splits: dict[str, np.ndarray]
-    validation_metric: dict[str, float]
-
-
-def fusion_context(teachers: TeacherLogits, labels: np.ndarray, validation_labels: np.ndarray) -> FusionContext:
-    temps = {name: fit_temperature(torch.from_numpy(teachers.splits["validation"][k]), torch.from_numpy(validation_labels))
-             for k, name in enumerate(teachers.names)}
-    return FusionContext(teachers.names, teachers.validation_metric, torch.from_numpy(labels), temps)
-
-
-def fused_targets(strategy: str, teachers: TeacherLogits, split: str, T: float, labels: np.ndarray,
-                  ctx: FusionContext) -> torch.Tensor:
-    z = torch.from_numpy(teachers.splits[split]).double()
-    ctx = FusionContext(ctx.teacher_names, ctx.validation_metric, torch.from_numpy(labels), ctx.temperatures)
-    return fuse(strategy, z, T, ctx).float()
-
-
-def distill_task(strategy: str, task: dict, frames: dict[str, pd.DataFrame], teachers: TeacherLogits | None,
-                 params, save_dir: Path | None, curves: list[dict]) -> tuple[dict, dict[str, np.ndarray]]:
-    """Train the student of ``strategy`` once per seed; return (metrics, predictions)."""
+    ``settings`` is what the strategy reads from params (:meth:`Strategy.settings`); the
+    strategy's :class:`~mtkd.fusion.Distiller` supplies the teacher term.
+    """
     cfg, runtime = params.student, params.runtime
-    alpha = 0.0 if strategy == "none" else params.distill.alpha
-    schedule = params.distill.alpha_schedule
-    T = 1.0 if strategy == "none" else params.distill.temperature(strategy)
     C, primary = task["num_classes"], task["primary_metric"]
     labels = {s: f["label"].to_numpy(dtype=np.int64) for s, f in frames.items()}
     test_splits = [s for s in frames if s.startswith("test")]
-
-    targets, ctx = None, None
-    if teachers is not None and strategy != "none":
-        ctx = fusion_context(teachers, labels["train"], labels["validation"])
-        if strategy != "gating":
-            targets = fused_targets(strategy, teachers, "train", T, labels["train"], ctx)
+    distiller = strategy.distiller(teachers, labels, settings)
 
     per_seed, predictions = {}, {}
     encoded = None
@@ -67,32 +39,19 @@ def distill_task(strategy: str, task: dict, frames: dict[str, pd.DataFrame], tea
         if encoded is None:  # tokenise once per task, reuse for every seed
             encoded = {s: encode(tokenizer, f, cfg.max_seq_length) for s, f in frames.items()}
         pad_id = tokenizer.pad_token_id or 0
-        gate, gate_log = None, []
-        if strategy == "gating":
-            torch.manual_seed(seed)
-            gate = GatingFusion(model.config.dim if hasattr(model.config, "dim") else model.config.hidden_size,
-                                len(teachers.names), params.distill.gating.hidden_size, params.distill.gating.detach_hidden)
-            z_train = torch.from_numpy(teachers.splits["train"]).float()
-
-            def objective(logits, hidden, idx, y, progress):
-                p_T, w = gate(hidden, z_train[:, idx].to(logits.device), T)
-                gate_log.append(w.detach().mean(0).cpu())
-                return kd_loss(logits, p_T, y, T, alpha_at(alpha, schedule, progress))
-        else:
-            def objective(logits, hidden, idx, y, progress):
-                target = None if targets is None else targets[idx].to(logits.device)
-                return kd_loss(logits, target, y, T, alpha_at(alpha, schedule, progress))
+        modules = distiller.start(seed, model.config.dim if hasattr(model.config, "dim") else model.config.hidden_size)
 
         def on_epoch(row, seed=seed):
             curves.append({"task": task["task"], "seed": seed, **row})
 
         result = train(model, encoded["train"], encoded["validation"], cfg, seed=seed, pad_id=pad_id, num_classes=C,
-                       primary_metric=primary, bf16=runtime.bf16, bucketing=runtime.length_bucketing, objective=objective,
-                       needs_hidden=gate is not None, extra_modules=[gate] if gate is not None else None,
-                       extra_lr=params.distill.gating.learning_rate, desc=f"{strategy} seed {seed}", on_epoch=on_epoch)
+                       primary_metric=primary, bf16=runtime.bf16, bucketing=runtime.length_bucketing,
+                       objective=distiller.loss, needs_hidden=distiller.needs_hidden, extra_modules=modules or None,
+                       extra_lr=distiller.modules_learning_rate, desc=f"{strategy.name} seed {seed}", on_epoch=on_epoch)
         seed_scores = {"best_epoch": result.best_epoch, "validation": result.validation}
         for split in test_splits:
-            if gate is not None:
+            hidden = None
+            if distiller.needs_hidden:
                 logits, hidden = predict(model, encoded[split], pad_id, cfg.per_device_eval_batch_size, runtime.bf16,
                                          return_hidden=True)
             else:
@@ -101,21 +60,16 @@ def distill_task(strategy: str, task: dict, frames: dict[str, pd.DataFrame], tea
             seed_scores[split] = classification_metrics(logits, labels[split], C)
             if teachers is not None and split == "test":
                 fid = {name: fidelity(logits, softmax(teachers.splits[split][k])) for k, name in enumerate(teachers.names)}
-                if strategy not in ("none",):
-                    if gate is not None:
-                        with torch.no_grad():
-                            p1, w = gate.eval().cpu()(torch.from_numpy(hidden), torch.from_numpy(teachers.splits[split]).float(), 1.0)
-                        fid["fused"] = fidelity(logits, p1.numpy())
-                        seed_scores["gate_weights_test"] = dict(zip(teachers.names, np.round(w.mean(0).numpy().astype(float), 6).tolist()))
-                    else:
-                        fid["fused"] = fidelity(logits, fused_targets(strategy, teachers, split, 1.0, labels[split], ctx).numpy())
+                fused, records = distiller.fused_test(split, hidden)
+                seed_scores.update(records)
+                if fused is not None:
+                    fid["fused"] = fidelity(logits, fused)
                 seed_scores["fidelity"] = fid
         val_logits = predict(model, encoded["validation"], pad_id, cfg.per_device_eval_batch_size, runtime.bf16)
         predictions[f"validation/seed{seed}"] = val_logits
-        if gate_log:
-            seed_scores["gate_weights_train"] = dict(zip(teachers.names, np.round(torch.stack(gate_log).mean(0).numpy().astype(float), 6).tolist()))
+        seed_scores.update(distiller.seed_record())
         per_seed[str(seed)] = seed_scores
-        log.info("%s %s seed %d: test %s %.4f", strategy, task["task"], seed, primary, seed_scores["test"][primary])
+        log.info("%s %s seed %d: test %s %.4f", strategy.name, task["task"], seed, primary, seed_scores["test"][primary])
         if i == 0 and save_dir is not None and get_engine().is_main:
             from mtkd.io import atomic_path
 
@@ -125,14 +79,7 @@ def distill_task(strategy: str, task: dict, frames: dict[str, pd.DataFrame], tea
     for split in test_splits:
         predictions[f"{split}/ids"] = frames[split]["id"].to_numpy(dtype=str)
     predictions["validation/ids"] = frames["validation"]["id"].to_numpy(dtype=str)
-    return aggregate(per_seed, [*test_splits, "validation"], T, alpha, schedule if alpha else "constant"), predictions
-
-
-def alpha_at(alpha: float, schedule: str, progress: float) -> float:
-    """α at ``progress`` ∈ [0, 1) of training: constant, or teacher annealing (linear decay to 0)."""
-    if schedule == "linear":
-        return alpha * (1.0 - progress)
-    return alpha
+    return aggregate(per_seed, [*test_splits, "validation"], distiller.T, distiller.alpha, distiller.schedule), predictions
 
 
 def aggregate(per_seed: dict, splits: list[str], T: float, alpha: float, schedule: str = "constant") -> dict:

@@ -12,82 +12,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
 from mtkd.errors import MtkdError
+from mtkd.schema import RandomInit, Strict, TrainArgs  # noqa: F401  (RandomInit, TrainArgs: re-exported)
+from mtkd.teachers import TEACHER_KINDS, HFTeacher, SklearnTeacher  # noqa: F401  (re-exported)
 
 PARAMS_FILE = "params.yaml"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+# Teacher kinds own their params blocks (mtkd.teachers); the union is built from the registry,
+# so a new kind needs no edit here.
+TEACHER_MODELS: dict[str, type[Strict]] = {name: type(kind).Params for name, kind in TEACHER_KINDS.items()}
+Teacher = Annotated[Union[tuple(TEACHER_MODELS.values())], Field(discriminator="kind")]
 
 
-class RandomInit(_Strict):
-    """A randomly initialised transformer built from a config (tests and tiny profiles)."""
-
-    model_type: Literal["bert", "distilbert", "roberta"] = "bert"
-    num_hidden_layers: int = Field(1, ge=1)
-    hidden_size: int = Field(32, ge=8)
-    num_attention_heads: int = Field(2, ge=1)
-    intermediate_size: int = Field(64, ge=8)
-
-
-class TrainArgs(_Strict):
-    """The run_glue.py vocabulary for one fine-tuning run."""
-
-    max_seq_length: int = Field(64, ge=8, le=4096)
-    num_train_epochs: int = Field(2, ge=1)
-    per_device_train_batch_size: int = Field(32, ge=1)
-    per_device_eval_batch_size: int = Field(128, ge=1)
-    learning_rate: float = Field(5e-5, gt=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0, lt=1)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    max_train_samples: int | None = Field(None, ge=1)
-    evaluations_per_epoch: int = Field(1, ge=1, le=100)
-
-
-class HFTeacher(TrainArgs):
-    kind: Literal["hf"]
-    # asset:<name> (a packaged model, see mtkd.assets), a local directory, or a hub id.
-    model_name_or_path: str | None = None
-    random_init: RandomInit | None = None
-    trust_remote_code: bool = False
-    seed: int = 42
-    # Train-split soft labels from k fold models, each predicting the fold it did not see
-    # (mtkd.teachers.train_out_of_fold); null: the full model's in-sample train logits.
-    oof_folds: int | None = Field(None, ge=2)
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.model_name_or_path is None) == (self.random_init is None):
-            raise ValueError("give exactly one of model_name_or_path or random_init")
-        return self
-
-
-class SklearnTeacher(_Strict):
-    kind: Literal["sklearn"]
-    ngram_range: tuple[int, int] = (1, 2)
-    min_df: int = Field(2, ge=1)
-    max_features: int | None = Field(50000, ge=1)
-    C: float = Field(4.0, gt=0)
-    max_iter: int = Field(1000, ge=1)
-    seed: int = 42  # the fold assignment of oof_folds (the fit itself is deterministic)
-    oof_folds: int | None = Field(None, ge=2)  # as for hf teachers
-
-    @field_validator("ngram_range")
-    @classmethod
-    def _ngrams(cls, v):
-        if not 1 <= v[0] <= v[1]:
-            raise ValueError("must be [low, high] with 1 <= low <= high")
-        return v
-
-
-Teacher = Annotated[Union[HFTeacher, SklearnTeacher], Field(discriminator="kind")]
-TEACHER_MODELS = {"hf": HFTeacher, "sklearn": SklearnTeacher}
-
-
-class Data(_Strict):
+class Data(Strict):
     tasks: list[str] = Field(min_length=1)
     split_seed: int = 13
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
@@ -115,20 +55,15 @@ class Student(TrainArgs):
         return self
 
 
-class Gating(_Strict):
-    hidden_size: int = Field(64, ge=1)
-    detach_hidden: bool = True
-    learning_rate: float = Field(1e-3, gt=0, lt=1)
+class DistillBase(Strict):
+    """What every distilling strategy shares; each strategy's own block is added from the registry."""
 
-
-class Distill(_Strict):
     strategies: list[str] = Field(min_length=1)
     T: Union[float, dict[str, float]] = 6.0
     alpha: float = 0.7
     # constant: α throughout. linear: teacher annealing, α decays linearly from `alpha` to 0
     # over training, so the student leans on the teachers early and on the labels late.
     alpha_schedule: Literal["constant", "linear"] = "constant"
-    gating: Gating = Gating()
 
     @field_validator("T")
     @classmethod
@@ -153,7 +88,18 @@ class Distill(_Strict):
         return float(self.T)
 
 
-class Runtime(_Strict):
+def _distill_model() -> type[DistillBase]:
+    """``distill``: the shared keys plus one block per strategy that owns one (``distill.gating``, …)."""
+    from mtkd.fusion import STRATEGIES
+
+    own = {s.own_params: (s.Params, s.Params()) for s in STRATEGIES.values() if s.own_params}
+    return create_model("Distill", __base__=DistillBase, **own)
+
+
+Distill = _distill_model()
+
+
+class Runtime(Strict):
     num_threads: int = Field(2, ge=1)
     bf16: bool = True
     length_bucketing: bool = True
@@ -180,7 +126,7 @@ class Runtime(_Strict):
         return v
 
 
-class Params(_Strict):
+class Params(Strict):
     seeds: list[int] = Field(min_length=1)
     data: Data
     teachers: dict[str, Teacher] = Field(min_length=1)
@@ -191,8 +137,6 @@ class Params(_Strict):
     @field_validator("teachers", mode="before")
     @classmethod
     def _kinds(cls, v):
-        from mtkd.teachers import TEACHER_KINDS
-
         if isinstance(v, dict):
             for name, cfg in v.items():
                 kind = cfg.get("kind") if isinstance(cfg, dict) else None
@@ -213,7 +157,7 @@ class Params(_Strict):
     @model_validator(mode="after")
     def _cross_check(self):
         from mtkd.data import TASKS
-        from mtkd.fusion import strategy_names
+        from mtkd.fusion import get_strategy, strategy_names
 
         for task in self.data.tasks:
             if task not in TASKS:
@@ -237,7 +181,7 @@ class Params(_Strict):
                 if key not in valid:
                     raise MtkdError(f"distill.T: unknown strategy '{key}'{_suggest(key, valid)}")
             for strategy in self.distill.strategies:
-                if strategy != "none" and strategy not in self.distill.T:
+                if get_strategy(strategy).uses_teachers and strategy not in self.distill.T:
                     raise MtkdError(f"distill.T: the map has no temperature for strategy '{strategy}'")
         return self
 
@@ -334,12 +278,45 @@ def validate_params(raw: Any, source: str = PARAMS_FILE) -> Params:
         raise MtkdError(f"{source}: {_format(first, raw)}") from None
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    path = Path(path)
+def apply_profile(base: dict, patch: Any, source: str = "profile") -> dict:
+    """``base`` with the overrides of ``patch`` (JSON Merge Patch, RFC 7386), ``base`` untouched.
+
+    A mapping in the patch merges key by key into the base's mapping, ``null`` deletes a key,
+    anything else replaces; keys keep the base's order and new keys follow in the patch's.
+    So a profile holds only what differs from ``params.yaml``.
+    """
+    import copy
+
+    if not isinstance(patch, dict):
+        raise MtkdError(f"{source}: must be a YAML mapping of overrides")
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = apply_profile(out[key], value, f"{source}: {key}")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path):
     if not path.is_file():
         raise MtkdError(f"{path}: file not found (run from the repository root)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise MtkdError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return validate_params(raw, str(path))
+
+
+def load_profile(profile: str | Path, base: str | Path = PARAMS_FILE) -> dict:
+    """The raw params of ``base`` with the overrides of ``profile`` applied (see :func:`apply_profile`)."""
+    raw = _read_yaml(Path(base))
+    if not isinstance(raw, dict):
+        raise MtkdError(f"{base}: must be a YAML mapping")
+    return apply_profile(raw, _read_yaml(Path(profile)), str(profile))
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    return validate_params(_read_yaml(path), str(path))

@@ -1,8 +1,13 @@
 """Teacher kinds: each trains on a task and maps any split to logits ``[n, C]``.
 
-A kind is a named entry in :data:`TEACHER_KINDS`; everything downstream sees only
-logits keyed by example id, never which kind produced them (TextBrewer's adaptor idea).
+A kind is a class registered with :func:`teacher_kind` where it is defined; it owns its
+params model (``Params``, the ``teachers.<name>`` block of ``params.yaml``, from which
+:mod:`mtkd.params` builds the teacher union). Everything downstream sees only logits
+keyed by example id, never which kind produced them (TextBrewer's adaptor idea).
 Checkpoints are safetensors (plus JSON): nothing we load is ever unpickled.
+
+Adding a kind = one class here (``Params``, ``train``, ``predict``) + its entry in
+``tests/test_teachers.py``, which checks every registered kind alike.
 """
 
 from __future__ import annotations
@@ -10,22 +15,61 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, field_validator, model_validator
 
 from mtkd.errors import MtkdError
 from mtkd.io import atomic_path
+from mtkd.schema import RandomInit, Strict, TrainArgs
 
 CHECKPOINT_INFO = "mtkd_teacher.json"
 
 
-class TeacherKind(Protocol):
-    def train(self, name: str, cfg, task: dict, splits: dict[str, pd.DataFrame], out_dir: Path, runtime,
-              on_epoch=None, extra_files: dict[str, Callable[[Path], None]] | None = None) -> dict: ...
+class TeacherKind:
+    """A way to make a teacher: fit it on a task's train split, then score any split.
 
-    def predict(self, model_dir: Path, frames: dict[str, pd.DataFrame], runtime) -> dict[str, np.ndarray]: ...
+    ``train`` publishes a checkpoint directory at ``out_dir`` (atomically, with
+    :data:`CHECKPOINT_INFO` and any ``extra_files``) and returns ``{"best_epoch", "history"}``;
+    ``predict`` loads that directory and returns ``{split: logits [n, C] float32}`` in the
+    frames' row order, refusing a checkpoint of another kind or class count.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Strict]]  # the teachers.<name> block; its `kind` field is Literal[name]
+
+    def train(self, name: str, cfg, task: dict, splits: dict[str, pd.DataFrame], out_dir: Path, runtime,
+              on_epoch: Callable[[dict], None] | None = None,
+              extra_files: dict[str, Callable[[Path], None]] | None = None) -> dict:
+        raise NotImplementedError
+
+    def predict(self, model_dir: Path, frames: dict[str, pd.DataFrame], runtime, *, num_classes: int,
+                trust_remote_code: bool = False) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+TEACHER_KINDS: dict[str, TeacherKind] = {}
+
+
+def teacher_kind(name: str):
+    """Class decorator: register a :class:`TeacherKind` under ``name`` (the ``kind:`` of params)."""
+
+    def register(cls):
+        if name in TEACHER_KINDS:
+            raise ValueError(f"teacher kind '{name}' is registered twice")
+        cls.name = name
+        TEACHER_KINDS[name] = cls()
+        return cls
+
+    return register
+
+
+def get_teacher_kind(name: str) -> TeacherKind:
+    if name not in TEACHER_KINDS:
+        raise MtkdError(f"unknown teacher kind '{name}' (known: {', '.join(sorted(TEACHER_KINDS))})")
+    return TEACHER_KINDS[name]
 
 
 def _check_checkpoint(model_dir: Path, expected_kind: str, num_classes: int) -> dict:
@@ -79,8 +123,29 @@ def _check_tokenizer(model_dir: Path, model, tokenizer, info: dict) -> None:
                         f" ({CHECKPOINT_INFO} records {recorded[:12]}…)")
 
 
-class HFKind:
+class HFTeacher(TrainArgs):
+    kind: Literal["hf"]
+    # asset:<name> (a packaged model, see mtkd.assets), a local directory, or a hub id.
+    model_name_or_path: str | None = None
+    random_init: RandomInit | None = None
+    trust_remote_code: bool = False
+    seed: int = 42
+    # Train-split soft labels from k fold models, each predicting the fold it did not see
+    # (train_out_of_fold); null: the full model's in-sample train logits.
+    oof_folds: int | None = Field(None, ge=2)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.model_name_or_path is None) == (self.random_init is None):
+            raise ValueError("give exactly one of model_name_or_path or random_init")
+        return self
+
+
+@teacher_kind("hf")
+class HFKind(TeacherKind):
     """Any ``AutoModelForSequenceClassification``, fine-tuned with :func:`mtkd.training.train`."""
+
+    Params = HFTeacher
 
     def train(self, name, cfg, task, splits, out_dir, runtime, on_epoch=None, extra_files=None):
         from mtkd.engine import get_engine
@@ -136,13 +201,34 @@ def _texts(frame: pd.DataFrame) -> list[str]:
     return frame["text_a"].tolist()
 
 
-class SklearnKind:
+class SklearnTeacher(Strict):
+    kind: Literal["sklearn"]
+    ngram_range: tuple[int, int] = (1, 2)
+    min_df: int = Field(2, ge=1)
+    max_features: int | None = Field(50000, ge=1)
+    C: float = Field(4.0, gt=0)
+    max_iter: int = Field(1000, ge=1)
+    seed: int = 42  # the fold assignment of oof_folds (the fit itself is deterministic)
+    oof_folds: int | None = Field(None, ge=2)  # as for hf teachers
+
+    @field_validator("ngram_range")
+    @classmethod
+    def _ngrams(cls, v):
+        if not 1 <= v[0] <= v[1]:
+            raise ValueError("must be [low, high] with 1 <= low <= high")
+        return v
+
+
+@teacher_kind("sklearn")
+class SklearnKind(TeacherKind):
     """TF-IDF + logistic regression: an architecturally different teacher (the seed's future work).
 
     Saved as arrays (safetensors) + vocabulary (JSON), never pickled. Logits are the
     decision function's log-odds; for two classes, ``[−s/2, s/2]`` so that softmax gives
     the model's probabilities and the logits are centred like a network's.
     """
+
+    Params = SklearnTeacher
 
     def _vectorizer(self, cfg, vocabulary=None):
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -200,9 +286,6 @@ class SklearnKind:
         return out
 
 
-TEACHER_KINDS: dict[str, TeacherKind] = {"hf": HFKind(), "sklearn": SklearnKind()}
-
-
 # ---------------------------------------------------------------------------------------------
 # Out-of-fold train logits (``teachers.<name>.oof_folds``)
 
@@ -255,7 +338,7 @@ def train_out_of_fold(name: str, cfg, task: dict, splits: dict[str, pd.DataFrame
                         f" run train_teachers@{name}-{task['task']} with runtime.launcher: python"
                         f" (got {get_engine().world} processes)")
     folds = fold_assignment(labels, k, cfg.seed)
-    kind = TEACHER_KINDS[cfg.kind]
+    kind = get_teacher_kind(cfg.kind)
     out = np.full((len(train), task["num_classes"]), np.nan, dtype=np.float32)
     best_epochs = []
     for f in range(k):

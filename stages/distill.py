@@ -8,13 +8,13 @@ import numpy as np
 from mtkd.cli import set_threads, stage
 from mtkd.curves import write_curves
 from mtkd.data import load_meta, load_split, report_splits
-from mtkd.distill import TeacherLogits, distill_task, load_teacher_validation_metric
+from mtkd.distill import distill_task, load_teacher_validation_metric
 from mtkd.engine import get_engine
 from mtkd.errors import MtkdError
-from mtkd.fusion import strategy_names
+from mtkd.fusion import TeacherLogits, get_strategy
 from mtkd.io import write_json, write_npz
 from mtkd.logits import load_logits
-from mtkd.params import load_params
+from mtkd.pipeline import load_stage_params
 
 DATA = Path("data/prepared")
 
@@ -24,10 +24,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--strategy", required=True)
     args = ap.parse_args(argv)
-    params = load_params()
+    params = load_stage_params()
     teachers = list(params.teachers)
-    if args.strategy not in strategy_names(teachers):
-        raise MtkdError(f"--strategy: unknown strategy '{args.strategy}' (known: {', '.join(strategy_names(teachers))})")
+    try:
+        strategy = get_strategy(args.strategy, teachers)
+    except MtkdError as exc:
+        raise MtkdError(f"--strategy: {exc}") from None
+    settings = strategy.settings(params.distill)
     set_threads(params.runtime)
     metrics, arrays, curves = {}, {}, []
     for task in params.data.tasks:
@@ -35,7 +38,7 @@ def main(argv=None):
         splits = ["train", "validation", *report_splits(task)]
         frames = {s: load_split(DATA, task, s) for s in splits}
         teacher_logits = None
-        if args.strategy != "none":
+        if strategy.uses_teachers:
             fp = meta["splits"]
             teacher_logits = TeacherLogits(
                 teachers,
@@ -44,7 +47,7 @@ def main(argv=None):
                               for t in teachers]) for s in splits},
                 {t: load_teacher_validation_metric(Path("metrics/teachers"), t, task, meta["primary_metric"]) for t in teachers},
             )
-        metrics[task], preds = distill_task(args.strategy, meta, frames, teacher_logits, params,
+        metrics[task], preds = distill_task(strategy, settings, meta, frames, teacher_logits, params,
                                             Path("models/students") / args.strategy / task, curves)
         arrays.update({f"{task}/{k}": v for k, v in preds.items()})
     if not get_engine().is_main:  # under a multi-process launcher, one process writes

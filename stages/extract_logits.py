@@ -10,8 +10,8 @@ from mtkd.errors import MtkdError
 from mtkd.io import sha256_tree, write_json
 from mtkd.logits import load_oof_logits, save_logits
 from mtkd.metrics import classification_metrics, confidence
-from mtkd.params import load_params
-from mtkd.teachers import TEACHER_KINDS
+from mtkd.pipeline import load_stage_params
+from mtkd.teachers import get_teacher_kind
 
 DATA = Path("data/prepared")
 
@@ -22,7 +22,7 @@ def main(argv=None):
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--task", required=True)
     args = ap.parse_args(argv)
-    params = load_params()
+    params = load_stage_params()
     if args.teacher not in params.teachers:
         raise MtkdError(f"--teacher: '{args.teacher}' is not in params.yaml teachers ({', '.join(params.teachers)})")
     set_threads(params.runtime)
@@ -32,7 +32,7 @@ def main(argv=None):
     frames = {s: load_split(DATA, args.task, s) for s in names}
     name = f"{args.teacher}-{args.task}"
     model_dir = Path("models/teachers") / name
-    logits = TEACHER_KINDS[cfg.kind].predict(model_dir, frames, params.runtime, num_classes=meta["num_classes"],
+    logits = get_teacher_kind(cfg.kind).predict(model_dir, frames, params.runtime, num_classes=meta["num_classes"],
                                              trust_remote_code=getattr(cfg, "trust_remote_code", False))
     # Train soft labels: out-of-fold when teachers.<t>.oof_folds is set (the full model's own
     # train logits are memorised, near one-hot); validation/test always from the full model.

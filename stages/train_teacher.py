@@ -12,9 +12,9 @@ from mtkd.curves import write_curves
 from mtkd.data import load_meta, load_split
 from mtkd.engine import get_engine
 from mtkd.io import write_json
-from mtkd.params import load_params
+from mtkd.pipeline import load_stage_params
 from mtkd.logits import OOF_FILE, save_logits
-from mtkd.teachers import TEACHER_KINDS, train_out_of_fold
+from mtkd.teachers import get_teacher_kind, train_out_of_fold
 
 DATA = Path("data/prepared")
 
@@ -25,7 +25,7 @@ def main(argv=None):
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--task", required=True)
     args = ap.parse_args(argv)
-    params = load_params()
+    params = load_stage_params()
     if args.teacher not in params.teachers:
         from mtkd.errors import MtkdError
         raise MtkdError(f"--teacher: '{args.teacher}' is not in params.yaml teachers ({', '.join(params.teachers)})")
@@ -43,7 +43,7 @@ def main(argv=None):
             path, teacher=args.teacher, task=args.task, num_classes=meta["num_classes"],
             splits={"train": (splits["train"]["id"].tolist(), oof)},
             provenance={"data_fingerprint": {"train": meta["splits"]["train"]["fingerprint"]}, "oof": info})
-    out = TEACHER_KINDS[cfg.kind].train(args.teacher, cfg, meta, splits, Path("models/teachers") / name, params.runtime,
+    out = get_teacher_kind(cfg.kind).train(args.teacher, cfg, meta, splits, Path("models/teachers") / name, params.runtime,
                                         extra_files=extra)
     if not get_engine().is_main:  # under a multi-process launcher, one process writes
         return
@@ -57,7 +57,7 @@ def one_evaluation(cfg, meta, splits, model_dir, runtime) -> list[dict]:
     """A teacher fitted in one go (sklearn) has no curve: its single point is its validation score."""
     from mtkd.metrics import classification_metrics
 
-    logits = TEACHER_KINDS[cfg.kind].predict(model_dir, {"validation": splits["validation"]}, runtime,
+    logits = get_teacher_kind(cfg.kind).predict(model_dir, {"validation": splits["validation"]}, runtime,
                                              num_classes=meta["num_classes"])["validation"]
     score = classification_metrics(logits, splits["validation"]["label"].to_numpy(), meta["num_classes"])
     return [{"epoch": 1.0, "step": 1, f"val_{meta['primary_metric']}": score[meta["primary_metric"]]}]

@@ -58,6 +58,13 @@ def run(cmd, cwd: Path, check: bool = True, **env_extra: str) -> subprocess.Comp
     return proc
 
 
+def profile(name: str) -> dict:
+    """``params.yaml`` with the overrides of ``profiles/<name>.yaml`` (a raw dict, as the pipeline writes it)."""
+    from mtkd.params import load_profile
+
+    return load_profile(ROOT / "profiles" / f"{name}.yaml", ROOT / "params.yaml")
+
+
 def make_repo(dest: Path, params: dict | None = None) -> Path:
     """A git + DVC repository at ``dest`` with the code, ``params`` (default: the tiny profile) and its dvc.yaml."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -68,7 +75,7 @@ def make_repo(dest: Path, params: dict | None = None) -> Path:
         elif src.exists():
             shutil.copy(src, dest / name)
     if params is None:
-        shutil.copy(ROOT / "profiles" / "tiny.yaml", dest / "params.yaml")
+        (dest / "params.yaml").write_text(yaml.safe_dump(profile("tiny"), sort_keys=False))
     else:
         (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run("git init -q && dvc init -q", dest)
@@ -83,7 +90,7 @@ def tiny_params(teachers=("tiny_bert", "tfidf_lr"), strategies=("none", "average
     One torch thread per stage: tests may share the cores with another job, and two jobs with
     two threads each run at 0.39x (FACTS), while these tiny models gain little from a second thread.
     """
-    raw = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    raw = profile("tiny")
     raw["teachers"] = {k: v for k, v in raw["teachers"].items() if k in teachers}
     raw["distill"]["strategies"] = list(strategies)
     raw["data"]["max_examples"] = max_examples

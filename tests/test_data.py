@@ -54,3 +54,31 @@ def test_tiny_max_examples_and_empty_split_error(tmp_path):
     with pytest.raises(MtkdError, match="split 'test' is empty"):
         prepare_task(Data(tasks=["rt"], max_examples=30, test_fraction=0.01), "rt", tmp_path / "rt2")
     assert not (tmp_path / "rt2").exists()
+
+
+def test_every_registered_task_is_declared_alike():
+    from mtkd.data import PRIMARY_METRICS, TASKS, get_task
+
+    assert {"rt", "tweets", "amazon", "nyt", "sst2", "mnli", "qqp", "mrpc"} <= set(TASKS)
+    for name, task in TASKS.items():
+        assert task.name == name and get_task(name) is task
+        assert task.num_classes >= 2 and len(task.label_names) == task.num_classes, name
+        assert task.primary_metric in PRIMARY_METRICS and callable(task.load), name
+        assert all(s.startswith("test_") for s in task.extra_test_splits), name
+    with pytest.raises(MtkdError, match=r"unknown task 'imdb' \(known: amazon, cola"):
+        get_task("imdb")
+
+
+def test_task_decorator_registers_where_the_loader_is_defined():
+    from mtkd.data import TASKS, task
+
+    @task(name="_probe", num_classes=3, label_names=("a", "b", "c"))
+    def load_probe(params_data, t):
+        return {}
+
+    try:
+        assert TASKS["_probe"].load is load_probe and TASKS["_probe"].primary_metric == "accuracy"
+        with pytest.raises(ValueError, match="registered twice"):
+            task(name="_probe", num_classes=2)(load_probe)
+    finally:
+        del TASKS["_probe"]

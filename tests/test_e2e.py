@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
+
+from helpers import profile
 
 ROOT = Path(__file__).resolve().parents[1]
 COPY = ["mtkd", "stages", "profiles", ".dvcignore"]
@@ -34,7 +37,7 @@ def tiny_repo(tmp_path_factory):
             shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy(src, repo / name)
-    shutil.copy(ROOT / "profiles" / "tiny.yaml", repo / "params.yaml")
+    (repo / "params.yaml").write_text(yaml.safe_dump(profile("tiny"), sort_keys=False))
     run("git init -q && dvc init -q", repo)
     run([sys.executable, "-m", "mtkd.pipeline"], repo)
     proc = run("dvc repro", repo)
@@ -49,7 +52,7 @@ def stage_names(repo):
 def test_every_stage_ran(tiny_repo):
     repo, log = tiny_repo
     names = stage_names(repo)
-    assert len(names) == 1 + 3 + 3 + 8 + 1
+    assert len(names) == 1 + 3 + 3 + 1 + 8 + 1
     for name in names:
         assert f"Running stage '{name}'" in log, name
     assert (repo / "dvc.lock").is_file()
@@ -126,6 +129,6 @@ def test_remote_round_trip_and_sweep_in_fresh_clones(tiny_repo, tmp_path):
     out = run("dvc exp run --pull --allow-missing -S distill.T=9", fresh)
     ran = ran_stages(out.stdout + out.stderr)
     strategies = ["single_minilm_l3", "single_tiny_bert", "single_tfidf_lr", "average", "weighted", "best_per_sample", "gating"]
-    assert ran == {f"distill@{s}" for s in strategies} | {"analyze"}  # no teacher, no logits, not `none`
+    assert ran == {f"distill@{s}" for s in strategies} | {"configure", "analyze"}  # no teacher, no logits, not `none`
     metrics = json.loads((fresh / "metrics/distill/average.json").read_text())
     assert metrics["rt"]["T"] == 9.0

@@ -7,6 +7,7 @@ from mtkd.fusion import (STRATEGIES, FusionContext, GatingFusion, fit_temperatur
                          teacher_weights)
 
 NAMES = ["a", "b"]
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def ctx(**kw):
@@ -78,7 +79,12 @@ def test_single_equals_that_teacher():
         assert torch.allclose(fuse(f"single_{name}", z, 3.0, c), torch.softmax(z[k] / 3.0, -1))
 
 
-SYMMETRIC = ["average", "prob_average", "best_per_sample", "calibrated_average", "confidence_aware", "weighted"]
+FIXED = [s for s, e in STRATEGIES.items() if e.uses_teachers and not e.learned]
+SYMMETRIC = [s for s in FIXED if STRATEGIES[s].symmetric]
+
+
+def test_symmetric_fusions_are_the_seed_and_literature_averages():
+    assert {"average", "prob_average", "best_per_sample", "calibrated_average", "confidence_aware", "weighted"} <= set(SYMMETRIC)
 
 
 @pytest.mark.parametrize("strategy", SYMMETRIC)
@@ -94,7 +100,7 @@ def test_permuting_teachers_changes_nothing(strategy):
     assert torch.allclose(p, q)
 
 
-@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if not STRATEGIES[s].learned] + ["single_x"])
+@pytest.mark.parametrize("strategy", FIXED + ["single_x"])
 def test_rows_are_distributions_and_temperature_limits(strategy):
     g = torch.Generator().manual_seed(1)
     z = torch.randn(3, 10, 4, generator=g, dtype=torch.float64)
@@ -142,3 +148,50 @@ def test_fit_temperature_recovers_scaling():
     y = torch.multinomial(torch.softmax(true_logits, -1), 1, generator=g).squeeze(1)
     T = fit_temperature(true_logits * 3.0, y)  # over-confident by 3×
     assert T == pytest.approx(3.0, rel=0.1)
+
+
+def test_every_registered_strategy_alike():
+    """Kind, settings, and one training step of its teacher term on synthetic logits, for every strategy."""
+    from mtkd.fusion import TeacherLogits, get_strategy
+    from mtkd.params import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    names = ["x", "y", "w"]
+    g = torch.Generator().manual_seed(0)
+    n, C, H = 12, 3, 8
+    teachers = TeacherLogits(names, {s: (torch.randn(3, n, C, generator=g) * 2).numpy() for s in ("train", "validation", "test")},
+                             {"x": 0.8, "y": 0.7, "w": 0.6})
+    labels = {s: torch.randint(0, C, (n,), generator=g).numpy() for s in ("train", "validation", "test")}
+    for name in strategy_names(names):
+        entry = get_strategy(name, names)
+        assert entry.name == name and entry.kind in ("baseline", "single", "multi")
+        settings = entry.settings(params.distill)
+        assert (settings == {}) == (not entry.uses_teachers), name
+        if entry.uses_teachers:
+            assert {"T", "alpha", "alpha_schedule"} <= set(settings), name
+        assert (entry.own_params in settings) if entry.own_params else (set(settings) <= {"T", "alpha", "alpha_schedule"})
+        assert (entry.Params is not None) == (entry.own_params is not None), name
+        d = entry.distiller(teachers if entry.uses_teachers else None, labels, settings)
+        modules = d.start(seed=0, hidden_size=H)
+        assert bool(modules) == entry.learned, name
+        logits = torch.randn(4, C, requires_grad=True)
+        hidden = torch.randn(4, H) if d.needs_hidden else None
+        loss = d.loss(logits, hidden, torch.arange(4).numpy(), torch.from_numpy(labels["train"][:4]), 0.0)
+        loss.backward()
+        assert torch.isfinite(loss) and logits.grad is not None, name
+        fused, record = d.fused_test("test", torch.randn(n, H).numpy() if d.needs_hidden else None)
+        if entry.uses_teachers:
+            assert fused.shape == (n, C) and abs(fused.sum(1) - 1).max() < 1e-5, name
+        else:
+            assert fused is None, name
+        assert isinstance(record, dict) and isinstance(d.seed_record(), dict)
+
+
+def test_unknown_strategy_names_the_known_ones():
+    from mtkd.errors import MtkdError
+    from mtkd.fusion import get_strategy
+
+    with pytest.raises(MtkdError, match=r"unknown strategy 'averag' \(known: none, single_a, average"):
+        get_strategy("averag", ["a"])
+    with pytest.raises(MtkdError, match=r"unknown strategy 'single_b': no teacher 'b'"):
+        get_strategy("single_b", ["a"])

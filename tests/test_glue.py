@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import ROOT, make_repo, run
+from helpers import ROOT, make_repo, profile, run
 from mtkd.data import GLUE, TASKS, glue_splits, load_split, prepare_task, report_splits
 from mtkd.errors import MtkdError
 from mtkd.metrics import classification_metrics
@@ -301,7 +301,7 @@ def one_line(err: pytest.ExceptionInfo, *needles: str) -> str:
 
 
 def base_params(**data) -> dict:
-    raw = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    raw = profile("tiny")
     raw["data"] = {"tasks": ["mrpc"], **data}
     raw["teachers"] = {"tfidf_lr": {"kind": "sklearn"}}
     raw["distill"]["strategies"] = ["none", "single_tfidf_lr"]
@@ -413,7 +413,7 @@ def test_hub_id_not_in_the_offline_cache_is_one_line_from_the_stage(tmp_path, pr
 
 
 def test_glue_profile_is_the_seeds_setting():
-    params = load_params(ROOT / "profiles" / "glue.yaml")
+    params = validate_params(profile("glue"))
     assert params.data.tasks == ["sst2", "mnli", "qqp", "mrpc"]
     assert {t: c.model_name_or_path for t, c in params.teachers.items()} == {
         "bert_large": "bert-large-uncased", "roberta_large": "roberta-large", "deberta_v3_base": "microsoft/deberta-v3-base"}
@@ -426,11 +426,11 @@ def test_glue_profile_is_the_seeds_setting():
 
 
 def test_glue_profile_generates_a_pipeline(tmp_path):
-    raw = yaml.safe_load((ROOT / "profiles" / "glue.yaml").read_text())
+    raw = profile("glue")
     repo = make_repo(tmp_path / "repo", raw)
     names = [line.strip() for line in run("dvc stage list --name-only", repo).stdout.splitlines() if line.strip()]
     pairs = [f"{t}-{task}" for t in raw["teachers"] for task in raw["data"]["tasks"]]
-    assert set(names) == ({"prepare", "analyze"} | {f"train_teachers@{p}" for p in pairs}
+    assert set(names) == ({"prepare", "configure", "analyze"} | {f"train_teachers@{p}" for p in pairs}
                           | {f"extract_logits@{p}" for p in pairs} | {f"distill@{s}" for s in raw["distill"]["strategies"]})
 
 

@@ -4,8 +4,12 @@ from pathlib import Path
 
 import yaml
 
-from mtkd.params import load_params
-from mtkd.pipeline import main, render
+import pytest
+
+from mtkd.errors import MtkdError
+from mtkd.fusion import get_strategy
+from mtkd.params import apply_profile, load_params, validate_params
+from mtkd.pipeline import TEMPLATE, load_stage_params, main, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,12 +26,71 @@ def test_stale_dvc_yaml_is_reported(tmp_path, capsys):
 
 
 def test_none_does_not_read_temperature_or_alpha():
-    stages = yaml.safe_load(render(load_params(ROOT / "params.yaml")))["stages"]
-    items = stages["distill"]["foreach"]
-    assert not any(r.startswith("distill") for r in items["none"]["reads"])
-    assert {"distill.T", "distill.alpha"} <= set(items["average"]["reads"])
-    assert "distill.gating" in items["gating"]["reads"]
-    # Every teacher × task logits file is a dependency of distill.
+    params = load_params(ROOT / "params.yaml")
+    settings = {s: get_strategy(s).settings(params.distill) for s in params.distill.strategies}
+    assert settings["none"] == {}
+    assert {"T", "alpha"} <= set(settings["average"]) and "gating" not in settings["average"]
+    assert settings["gating"]["gating"] == params.distill.gating.model_dump()
+    stages = yaml.safe_load(render(params))["stages"]
+    # Each distill item depends on its own settings file, written by `configure` from `distill`.
+    assert stages["configure"]["params"] == ["distill"]
+    assert [next(iter(o)) for o in stages["configure"]["outs"]] == [f"configs/distill/{s}.yaml" for s in params.distill.strategies]
     deps = stages["distill"]["do"]["deps"]
+    assert "configs/distill/${item}.yaml" in deps
+    assert not any(str(p).startswith("distill") for p in stages["distill"]["do"]["params"])
+    # Every teacher × task logits file is a dependency of distill.
     for t in ("minilm_l6", "minilm_l3", "tfidf_lr"):
         assert f"logits/{t}-rt.npz" in deps
+
+
+def test_template_is_yaml_and_only_marked_lists_are_generated():
+    template = yaml.safe_load(TEMPLATE.read_text())
+    rendered = yaml.safe_load(render(load_params(ROOT / "params.yaml")))
+    assert set(template["stages"]) == set(rendered["stages"])
+    for name, stage in template["stages"].items():
+        body, out = stage.get("do", stage), rendered["stages"][name].get("do", rendered["stages"][name])
+        assert body["cmd"] == out["cmd"]  # commands are DVC's templating, never generated
+        for key in ("deps", "params", "outs", "metrics", "plots"):
+            kept = [e for e in body.get(key, []) if not (isinstance(e, str) and e.startswith("<"))]
+            assert all(e in out.get(key, []) for e in kept), (name, key)
+
+
+def test_profiles_are_short_overrides_of_params_yaml(tmp_path):
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for path in sorted((ROOT / "profiles").glob("*.yaml")):
+        patch = yaml.safe_load(path.read_text())
+        assert len(path.read_text().splitlines()) < len((ROOT / "params.yaml").read_text().splitlines()), path
+        merged = apply_profile(base, patch)
+        validate_params(merged)
+        assert all(merged.get(k) == v for k, v in base.items() if k not in patch), path  # the rest is params.yaml's
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text((ROOT / "params.yaml").read_text())
+    assert main(["--params", str(params_file), "--out", str(tmp_path / "dvc.yaml"),
+                 "--profile", str(ROOT / "profiles" / "sentiment.yaml")]) == 0
+    assert load_params(params_file).data.tasks == ["rt", "tweets", "amazon", "nyt"]
+    assert load_params(params_file).teachers == load_params(ROOT / "params.yaml").teachers
+
+
+def test_apply_profile_merges_deletes_and_replaces():
+    base = {"a": 1, "b": {"x": 1, "y": 2}, "c": [1, 2]}
+    assert apply_profile(base, {"b": {"y": None, "z": 3}, "c": [3], "d": {"e": 1}}) == \
+        {"a": 1, "b": {"x": 1, "z": 3}, "c": [3], "d": {"e": 1}}
+    assert base == {"a": 1, "b": {"x": 1, "y": 2}, "c": [1, 2]}  # untouched
+    assert list(apply_profile({"t": {"p": 1, "q": 2}}, {"t": {"p": None, "r": 3, "q": 4}})["t"]) == ["q", "r"]
+    with pytest.raises(MtkdError, match="must be a YAML mapping"):
+        apply_profile(base, [1, 2], "profiles/x.yaml")
+
+
+def test_a_stage_refuses_a_stale_dvc_yaml(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (tmp_path / "dvc.yaml").write_text(render(validate_params(params)))
+    assert load_stage_params(tmp_path / "params.yaml").distill.strategies == params["distill"]["strategies"]
+    params["distill"]["strategies"].append("prob_average")  # a new strategy, dvc.yaml not regenerated
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.raises(MtkdError, match=r"dvc.yaml is stale for params.yaml .*run: python -m mtkd.pipeline"):
+        load_stage_params(tmp_path / "params.yaml")
+    params["distill"]["T"] = 9.0  # a T change leaves dvc.yaml valid (DVC's own templating)
+    params["distill"]["strategies"].pop()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert load_stage_params(tmp_path / "params.yaml").distill.T == 9.0

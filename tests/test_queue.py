@@ -1,7 +1,7 @@
 """DVC's experiment tooling on a real run, in a temporary copy (tiny profile cut to `none` + `average`).
 
 * A queued T × α grid plus one experiment with an invalid value, run by `dvc queue start -j 1`:
-  the valid ones succeed (and run only `distill@average` + `analyze`), the invalid one fails
+  the valid ones succeed (and run only `configure`, `distill@average` + `analyze`), the invalid one fails
   with mtkd's one-line error in `dvc queue logs`, and `python -m mtkd.sweep` reports the grid
   from the real `dvc exp show --json` without the failed experiment.
 * `dvc plots diff` / `dvc metrics diff` / `dvc exp show` across a commit and a changed `distill.T`.
@@ -153,7 +153,7 @@ def test_valid_experiments_succeed_with_their_params_and_metrics(queued):
 def test_queued_experiments_ran_only_distillation_and_analyze(queued):
     for name in queued["grid"]:
         log = queued["logs"][name]
-        assert ran_stages(log) == {"distill@average", "analyze"}, log[-3000:]
+        assert ran_stages(log) == {"configure", "distill@average", "analyze"}, log[-3000:]
         for cached in ("prepare", "train_teachers@tiny_bert-rt", "train_teachers@tfidf_lr-rt",
                        "extract_logits@tiny_bert-rt", "extract_logits@tfidf_lr-rt", "distill@none"):
             assert f"Stage '{cached}' didn't change, skipping" in log, (name, cached)
@@ -169,7 +169,7 @@ def test_invalid_experiment_fails_with_one_clear_line(queued):
     ours = [line for line in log.splitlines() if line.startswith("error:")]
     assert len(ours) == 1 and re.fullmatch(r"error: params\.yaml: distill\.T: .*> 0.*-1.*", ours[0]), ours
     assert "Traceback" not in log
-    assert ran_stages(log) == {"distill@average"}  # failed there; analyze never started
+    assert ran_stages(log) == {"configure"}  # the first stage that reads distill.T failed; nothing after it started
     for name in queued["grid"]:  # run after the failure, untouched by it
         assert "error:" not in queued["logs"][name] and "ERROR" not in queued["logs"][name]
 
@@ -209,7 +209,7 @@ def test_plots_metrics_and_exp_show_across_commits(queued):
     params["distill"]["T"] = 9.0
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     repro = run("dvc repro", repo, **THREADS)
-    assert ran_stages(repro.stdout) == {"distill@average", "analyze"}
+    assert ran_stages(repro.stdout) == {"configure", "distill@average", "analyze"}
 
     plots = json.loads(run("dvc plots diff HEAD --json", repo).stdout)["data"]
     declared = ["plots/strategies.csv", *[f"dvclive/distill/{s}/plots/metrics/rt/seed0/train_loss.tsv" for s in ("none", "average")],

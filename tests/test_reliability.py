@@ -572,7 +572,7 @@ def test_directory_swap_killed_between_renames_is_restored(tmp_path):
 @pytest.fixture()
 def stage_dir(work, tmp_path):
     """A working directory with params, prepared data, both checkpoints and earlier outputs."""
-    params = yaml.safe_load((ROOT / "profiles/tiny.yaml").read_text())
+    params = helpers.profile("tiny")
     params["teachers"] = {"tiny_bert": TINY_BERT, "tfidf_lr": TFIDF}
     params["distill"]["strategies"] = ["none", "average"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

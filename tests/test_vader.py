@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import ROOT, make_repo, run
+from helpers import ROOT, make_repo, profile, run
 from mtkd.assets import VADER_SDIST, source_archive, vader_ratings_files
 from mtkd.data import TASKS, VADER, _stable_id, _unescape, _vader_rows, load_split, load_vader, prepare_task
 from mtkd.errors import MtkdError
@@ -164,11 +164,11 @@ def test_dvc_temp_workspace_uses_the_enclosing_repository_sources(tmp_path):
 
 def test_sentiment_profile_is_the_default_with_four_tasks():
     default = yaml.safe_load((ROOT / "params.yaml").read_text())
-    profile = yaml.safe_load((ROOT / "profiles" / "sentiment.yaml").read_text())
-    assert profile["data"]["tasks"] == ["rt", "tweets", "amazon", "nyt"]
-    profile["data"]["tasks"] = default["data"]["tasks"]
-    assert profile == default
-    Params.model_validate(yaml.safe_load((ROOT / "profiles" / "sentiment.yaml").read_text()))
+    sentiment = profile("sentiment")
+    assert sentiment["data"]["tasks"] == ["rt", "tweets", "amazon", "nyt"]
+    sentiment["data"]["tasks"] = default["data"]["tasks"]
+    assert sentiment == default
+    Params.model_validate(profile("sentiment"))
 
 
 def test_prepare_writes_parquet_splits(tmp_path):
@@ -180,7 +180,7 @@ def test_prepare_writes_parquet_splits(tmp_path):
 
 
 def test_prepare_stage_in_a_temp_copy(tmp_path):
-    params = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    params = profile("tiny")
     params["data"]["tasks"] = ["tweets", "amazon"]
     params["data"]["max_examples"] = 400
     repo = make_repo(tmp_path / "repo", params)

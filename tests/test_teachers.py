@@ -1,0 +1,97 @@
+"""Every registered teacher kind, checked alike: params model, logits by id, a round trip without pickle, bad checkpoints.
+
+Adding a kind to :mod:`mtkd.teachers` means adding its smallest working params to ``EXAMPLES``.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mtkd.errors import MtkdError
+from mtkd.params import Runtime, validate_params
+from mtkd.teachers import TEACHER_KINDS, get_teacher_kind
+
+EXAMPLES = {
+    "hf": {"kind": "hf", "random_init": {"model_type": "bert", "num_hidden_layers": 1, "hidden_size": 16,
+                                          "num_attention_heads": 2, "intermediate_size": 32},
+           "max_seq_length": 16, "num_train_epochs": 1, "per_device_train_batch_size": 8, "learning_rate": 1e-3},
+    "sklearn": {"kind": "sklearn", "min_df": 1},
+}
+TEXTS = ["good fun", "great film", "awful", "bad plot", "good acting", "terrible", "great", "bad", "fine work", "dreadful"]
+TASK = {"task": "rt", "num_classes": 2, "primary_metric": "accuracy"}
+PICKLED = (".bin", ".pkl", ".pickle", ".pt", ".pth", ".joblib")
+
+
+def frame(rows=range(len(TEXTS))) -> pd.DataFrame:
+    rows = list(rows)
+    return pd.DataFrame({"id": [f"i{i}" for i in rows], "text_a": [TEXTS[i] for i in rows], "text_b": None,
+                         "label": [int(TEXTS[i].startswith(("good", "great", "fine"))) for i in rows]})
+
+
+def test_every_kind_has_an_example_and_owns_its_params_model():
+    assert set(EXAMPLES) == set(TEACHER_KINDS)
+    for name, kind in TEACHER_KINDS.items():
+        assert kind.name == name and get_teacher_kind(name) is kind
+        cfg = type(kind).Params.model_validate(EXAMPLES[name])
+        assert cfg.kind == name
+    with pytest.raises(MtkdError, match=r"unknown teacher kind 'hff' \(known: hf, sklearn"):
+        get_teacher_kind("hff")
+
+
+def test_params_build_the_teacher_union_from_the_registry():
+    raw = {"seeds": [0], "data": {"tasks": ["rt"]}, "teachers": {f"t_{k}": v for k, v in EXAMPLES.items()},
+           "student": {"random_init": {"model_type": "distilbert"}}, "distill": {"strategies": ["none"]}}
+    params = validate_params(raw)
+    assert {t: type(c) for t, c in params.teachers.items()} == {f"t_{k}": type(v).Params for k, v in TEACHER_KINDS.items()}
+
+
+@pytest.fixture(scope="module", params=sorted(TEACHER_KINDS))
+def trained(request, tmp_path_factory):
+    name = request.param
+    kind = TEACHER_KINDS[name]
+    cfg = type(kind).Params.model_validate(EXAMPLES[name])
+    out = tmp_path_factory.mktemp(name) / "ckpt"
+    result = kind.train(f"t_{name}", cfg, TASK, {"train": frame(), "validation": frame()}, out, Runtime(num_threads=1))
+    return name, kind, out, result
+
+
+def test_train_publishes_a_checkpoint_without_pickle(trained):
+    name, kind, out, result = trained
+    assert {"best_epoch", "history"} <= set(result)
+    info = json.loads((out / "mtkd_teacher.json").read_text())
+    assert info["kind"] == name and info["num_classes"] == 2
+    assert not [p.name for p in out.rglob("*") if p.suffix in PICKLED]
+    assert list(out.glob("*.safetensors"))
+    assert not list(out.parent.glob(".*.tmp"))  # published by rename, no temporary left
+
+
+def test_logits_by_id_in_row_order_and_reloads_identically(trained):
+    name, kind, out, _ = trained
+    full = kind.predict(out, {"test": frame()}, Runtime(), num_classes=2)["test"]
+    assert full.shape == (len(TEXTS), 2) and full.dtype == np.float32 and np.isfinite(full).all()
+    order = [3, 0, 9, 5]
+    part = kind.predict(out, {"test": frame(order)}, Runtime(), num_classes=2)["test"]
+    np.testing.assert_allclose(part, full[order], rtol=1e-5, atol=1e-5)  # rows follow the frame's ids
+    again = kind.predict(out, {"test": frame()}, Runtime(), num_classes=2)["test"]
+    np.testing.assert_array_equal(again, full)
+
+
+def test_bad_checkpoints_are_one_line_errors(trained, tmp_path):
+    name, kind, out, _ = trained
+    with pytest.raises(MtkdError, match="checkpoint has 2 labels, the task has 3"):
+        kind.predict(out, {"test": frame()}, Runtime(), num_classes=3)
+    with pytest.raises(MtkdError, match="not a teacher checkpoint"):
+        kind.predict(tmp_path / "missing", {"test": frame()}, Runtime(), num_classes=2)
+    other = next(k for k in TEACHER_KINDS if k != name)
+    moved = tmp_path / "other"
+    shutil.copytree(out, moved)
+    info = json.loads((moved / "mtkd_teacher.json").read_text())
+    (moved / "mtkd_teacher.json").write_text(json.dumps({**info, "kind": other}))
+    with pytest.raises(MtkdError, match=f"checkpoint kind '{other}' but params say '{name}'"):
+        kind.predict(moved, {"test": frame()}, Runtime(), num_classes=2)
+    with pytest.raises(MtkdError) as exc:
+        kind.predict(moved, {"test": frame()}, Runtime(), num_classes=2)
+    assert "\n" not in str(exc.value)
