@@ -445,13 +445,21 @@ def mean_interval(values: Mapping, plan: Plan) -> dict:
     Each resample takes the weighted mean over its drawn groups for each drawn seed, so the
     interval of a non-negative quantity never goes below 0.
     """
-    seeds = list(values)
-    X = np.stack([np.asarray(values[s], dtype=np.float64) for s in seeds])  # [S, n]
-    _check_plan(plan, None, X.shape[1], len(seeds))
-    point = float(X.mean(axis=1).mean())
+    X = np.stack([np.asarray(values[s], dtype=np.float64) for s in values])  # [S, n]
+    return _positive_interval(float(X.mean(axis=1).mean()), resampled_mean(values, plan), plan)
+
+
+def resampled_mean(values: Mapping, plan: Plan) -> np.ndarray:
+    """Bootstrap distribution [R] of the seed-averaged mean of a per-example quantity."""
+    X = np.stack([np.asarray(values[s], dtype=np.float64) for s in values])  # [S, n]
+    _check_plan(plan, None, X.shape[1], X.shape[0])
     sums = plan.group_counts @ _group_sums(plan.group_codes, plan.n_groups, X.T)  # [R, S]
-    sizes = plan.group_counts @ np.bincount(plan.group_codes, minlength=plan.n_groups).astype(np.float64)
-    return _positive_interval(point, seed_mean(sums / sizes[:, None], plan), plan)
+    return seed_mean(sums / _resample_sizes(plan)[:, None], plan)
+
+
+def _resample_sizes(plan: Plan) -> np.ndarray:
+    """Number of examples [R] in each resample."""
+    return plan.group_counts @ np.bincount(plan.group_codes, minlength=plan.n_groups).astype(np.float64)
 
 
 def _positive_interval(point: float, boot: np.ndarray, plan: Plan) -> dict:
@@ -484,14 +492,20 @@ def ece_interval(probs: Mapping, labels: np.ndarray, plan: Plan, n_bins: int = 1
     seed's ECE on its drawn groups.
     """
     labels = _as_labels(labels)
-    seeds = list(probs)
-    _check_plan(plan, None, labels.size, len(seeds))
-    cols = [_ece_columns(np.asarray(probs[s], dtype=np.float64), labels, n_bins) for s in seeds]
+    cols = [_ece_columns(np.asarray(probs[s], dtype=np.float64), labels, n_bins) for s in probs]
     point = float(np.mean([np.abs(c.sum(axis=0)).sum() / labels.size for c in cols]))
-    binned = plan.group_counts @ _group_sums(plan.group_codes, plan.n_groups, np.concatenate(cols, axis=1))
-    sizes = plan.group_counts @ np.bincount(plan.group_codes, minlength=plan.n_groups).astype(np.float64)
-    per_seed = np.abs(binned.reshape(plan.n_resamples, len(seeds), n_bins)).sum(axis=2) / sizes[:, None]
-    return _positive_interval(point, seed_mean(per_seed, plan), plan)
+    return _positive_interval(point, resampled_ece(probs, labels, plan, n_bins), plan)
+
+
+def resampled_ece(probs: Mapping, labels: np.ndarray, plan: Plan, n_bins: int = 15) -> np.ndarray:
+    """Bootstrap distribution [R] of the seed-averaged top-1 ECE."""
+    labels = _as_labels(labels)
+    S = len(probs)
+    _check_plan(plan, None, labels.size, S)
+    cols = np.concatenate([_ece_columns(np.asarray(probs[s], dtype=np.float64), labels, n_bins) for s in probs], axis=1)
+    binned = plan.group_counts @ _group_sums(plan.group_codes, plan.n_groups, cols)  # [R, S·n_bins]
+    per_seed = np.abs(binned.reshape(plan.n_resamples, S, n_bins)).sum(axis=2) / _resample_sizes(plan)[:, None]
+    return seed_mean(per_seed, plan)
 
 
 # ---------------------------------------------------------------------------------------------
