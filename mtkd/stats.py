@@ -22,8 +22,8 @@ Conventions shared by every function:
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -91,6 +91,10 @@ class Plan:
             raise ValueError(f"group_draws must be [R, {G}] (one draw per distinct group), got {group_draws.shape}")
         if seed_draws.ndim != 2 or seed_draws.shape[0] != group_draws.shape[0]:
             raise ValueError(f"seed_draws must be [R, S] with R = {group_draws.shape[0]}, got {seed_draws.shape}")
+        if seed_draws.size and not (0 <= seed_draws.min() and seed_draws.max() < seed_draws.shape[1]):
+            raise ValueError("seed_draws must be seed columns in range(S)")
+        if group_draws.size and not (0 <= group_draws.min() and group_draws.max() < G):
+            raise ValueError(f"group_draws must be group codes in range({G})")
         return cls(group_codes=codes, group_counts=_row_counts(group_draws, G),
                    V=_row_counts(seed_draws, seed_draws.shape[1]), seed=seed)
 
@@ -316,7 +320,10 @@ def paired_difference(labels: np.ndarray, groups: Iterable[Hashable], preds_a: M
     ``diff`` is the mean over seeds of metric_A − metric_B on the full test set; ``bootstrap``
     holds the R resampled differences (a numpy array, for :func:`adjust_family`; drop it with
     :func:`without_bootstrap` before writing JSON). With one seed or one group nothing is
-    resampled: every bootstrap field is None and ``note`` says why.
+    resampled: every bootstrap field is None and ``note`` says why. (With one seed the groups
+    could still be resampled, but that interval would leave out seed variation, and SPEC §8
+    gives no interval with one seed.) ``mdd`` is the smallest difference this design detects
+    (:func:`minimum_detectable_difference` of ``se``); ``half_width`` is the interval's reading.
     """
     seeds = _paired_seeds(preds_a, preds_b)
     labels = _as_labels(labels)

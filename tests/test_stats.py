@@ -457,8 +457,8 @@ def selection_design(near_tie: bool):
     if not near_tie:
         # multi:b right everywhere; single:y wrong on the first example of every group on top of single:x's errors
         preds["multi:b"] = {s: labels.copy() for s in range(3)}
-        preds["single:y"] = {s: flip(preds["single:x"][s], (np.arange(300) % 10 == 0) & (preds["single:x"][s] == labels))
-                             for s in range(3)}
+        first = np.arange(300) % 10 == 0
+        preds["single:y"] = {s: flip(x, first & (x == labels)) for s, x in preds["single:x"].items()}
     return labels, groups, preds
 
 
