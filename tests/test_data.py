@@ -31,6 +31,16 @@ def test_rt_split_is_80_10_10_by_movie(rt):
     assert len(splits["test"]) / n == pytest.approx(0.1, abs=0.02)
 
 
+def test_rt_keeps_each_snippets_movie_as_its_group(rt):
+    meta, splits = rt
+    assert meta["group_by"] == "movie"
+    groups = {s: set(f["group"]) for s, f in splits.items()}
+    assert not (groups["train"] & groups["test"]) and not (groups["validation"] & groups["test"])
+    assert not (groups["train"] & groups["validation"])
+    assert meta["splits"]["test"]["groups"] == len(groups["test"]) == 43  # 1,273 test snippets from 43 movies
+    assert sum(len(g) for g in groups.values()) == 507  # SPEC §3: 507 movies
+
+
 def test_no_movie_spans_two_splits():
     groups = pd.Series(["a", "a", "b", "c", "c", "c", "d", "e"] * 3)
     split = split_by_group(groups, groups.value_counts(), seed=0, validation=0.2, test=0.2)
