@@ -37,10 +37,11 @@ Modules, one concept each:
 - ``outputs``    what analyze writes; ``dvc_entries()`` for dvc.yaml
 - ``run``        ``run_analysis`` and ``report_from_metrics``
 
-**A new figure** goes in ``figures.py`` (one ``@register_figure`` on its drawing function:
-id, per task or global, reading sentence, and its ``plots/`` table with the dvc plot spec if
-``dvc plots`` should show it) plus its case in ``tests/test_figures.py``; the report,
-``OUTPUTS``, ``dvc_entries()`` and the browser test pick it up from the registry.
+**A new figure** goes in ``figures.py``: its drawing function decorated with
+``@register_figure`` (id, per task or global, reading sentence) and, if ``dvc plots`` should show
+it too, a rows function decorated with ``@plot_table`` (path under ``plots/``, columns, dvc plot
+spec) as its ``table``; plus its reading in ``tests/test_figures.py``. The report, ``OUTPUTS``,
+``dvc_entries()`` and the browser test pick it up from the registry.
 """
 
 from mtkd.analysis.bootstrap import NO_DIFFERENCE, confusion_counts, metric_from_confusion, paired_bootstrap

@@ -1,19 +1,24 @@
 """Every figure of the report, registered where it is defined, in page order.
 
-A figure is its drawing function (plotly, imported lazily: computing the numbers never needs
-it), decorated with :func:`~mtkd.analysis.registry.register_figure`: its id, whether it is drawn
-per task, its reading sentence (:mod:`mtkd.analysis.readings`) and, where ``dvc plots`` shows
-it too, its table under ``plots/`` with the dvc.yaml plot spec. To add a figure, add one here
-(where it should sit on the page) and its case in ``tests/test_figures.py``.
+Each figure is its drawing function (plotly), decorated with ``@register_figure``: its id, per
+task or global, and its reading sentence (from :mod:`mtkd.analysis.readings`). Where ``dvc plots``
+shows it too, its ``table`` is the function making that table's rows, decorated with
+``@plot_table``: its path under ``plots/``, its columns and its dvc.yaml plot spec.
+
+To add a figure: write it here, where it should sit on the page, and give it its reading in
+``tests/test_figures.py``; every other check there covers it as it is.
 """
 
 from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from mtkd.analysis.page import html_table
 from mtkd.analysis.readings import (agreement_sentence, confidence_sentence, curves_sentence, failures_sentence,
                                     gap_sentence, gate_sentence, pct, ranking_sentence, strategies_sentence)
 from mtkd.analysis.regions import CONFIDENCE_SPLITS, FAILURES, HIGH_CONFIDENCE, REGIONS
-from mtkd.analysis.registry import Analysis, DvcPlot, PlotTable, register_figure
+from mtkd.analysis.registry import Analysis, DvcPlot, plot_table, register_figure
 
 KIND_COLOURS = {"baseline": "#7f7f7f", "single": "#1f77b4", "multi": "#d62728", "teacher": "#2ca02c"}
 
@@ -37,7 +42,10 @@ def _students(summary: dict) -> list[str]:
 # Per task: students by strategy
 
 
-def strategy_rows(a: Analysis) -> list[dict]:
+@plot_table("plots/strategies.csv", ("strategy", "task", "kind", "test_primary", "ci95_low", "ci95_high"),
+            DvcPlot("bar_horizontal", x="test_primary", y="strategy",
+                    title="Students by strategy (test, mean over seeds)", headline=True))
+def strategies_table(a: Analysis) -> list[dict]:
     """Per task, teachers (kind teacher, no interval) then students: test primary metric."""
     rows = []
     for task, s in a.summary.items():
@@ -48,16 +56,9 @@ def strategy_rows(a: Analysis) -> list[dict]:
     return rows
 
 
-@register_figure(
-    "strategies", per_task=True,
-    reading=lambda a, task: strategies_sentence(task, a.summary[task]),
-    table=PlotTable("plots/strategies.csv", ("strategy", "task", "kind", "test_primary", "ci95_low", "ci95_high"),
-                    strategy_rows,
-                    DvcPlot("bar_horizontal", x="test_primary", y="strategy",
-                            title="Students by strategy (test, mean over seeds)", headline=True)))
+@register_figure("strategies", per_task=True, table=strategies_table,
+                 reading=lambda a, task: strategies_sentence(task, a.summary[task]))
 def fig_strategies(a: Analysis, task: str):
-    import plotly.graph_objects as go
-
     s = a.summary[task]
     m = s["primary_metric"]
     names = list(s["strategies"])[::-1]
@@ -85,23 +86,19 @@ def fig_strategies(a: Analysis, task: str):
 # Per task: gap closed
 
 
-def gap_closed_rows(a: Analysis) -> list[dict]:
+@plot_table("plots/gap_closed.csv", ("label", "task", "strategy", "kind", "reference_teacher", "gap_closed"),
+            DvcPlot("bar_horizontal", x="gap_closed", y="label",
+                    title="Gap closed = (student - none) / (best teacher - none), test"))
+def gap_closed_table(a: Analysis) -> list[dict]:
     """Share of the none → best-teacher gap each student closes (fraction; empty if undefined)."""
     return [{"label": _label(task, st), "task": task, "strategy": st, "kind": s["strategies"][st]["kind"],
              "reference_teacher": s["gap_closed"]["reference_teacher"], "gap_closed": s["gap_closed"]["by_strategy"][st]}
             for task, s in a.summary.items() for st in _students(s)]
 
 
-@register_figure(
-    "gap", per_task=True,
-    reading=lambda a, task: gap_sentence(task, a.summary[task]),
-    table=PlotTable("plots/gap_closed.csv", ("label", "task", "strategy", "kind", "reference_teacher", "gap_closed"),
-                    gap_closed_rows,
-                    DvcPlot("bar_horizontal", x="gap_closed", y="label",
-                            title="Gap closed = (student - none) / (best teacher - none), test")))
+@register_figure("gap", per_task=True, table=gap_closed_table,
+                 reading=lambda a, task: gap_sentence(task, a.summary[task]))
 def fig_gap(a: Analysis, task: str):
-    import plotly.graph_objects as go
-
     s = a.summary[task]
     g = s["gap_closed"]["by_strategy"]
     names = _students(s)
@@ -115,7 +112,10 @@ def fig_gap(a: Analysis, task: str):
 # Per task: teacher agreement regions
 
 
-def agreement_rows(a: Analysis) -> list[dict]:
+@plot_table("plots/agreement.csv", ("label", "task", "region", "region_share", "strategy", "student_accuracy"),
+            DvcPlot("bar_horizontal", x="student_accuracy", y="label",
+                    title="Student test accuracy per teacher-agreement region and strategy"))
+def agreement_table(a: Analysis) -> list[dict]:
     """Student accuracy (mean over seeds) per agreement region and strategy; empty regions left out."""
     return [{"label": _label(task, r, s), "task": task, "region": r, "region_share": ag["share"][r], "strategy": s,
              "student_accuracy": acc[r]}
@@ -123,16 +123,9 @@ def agreement_rows(a: Analysis) -> list[dict]:
             for r in REGIONS if ag["count"][r] > 0 for s, acc in ag["student_accuracy"].items()]
 
 
-@register_figure(
-    "agreement", per_task=True,
-    reading=lambda a, task: agreement_sentence(task, a.agreement[task]),
-    table=PlotTable("plots/agreement.csv", ("label", "task", "region", "region_share", "strategy", "student_accuracy"),
-                    agreement_rows,
-                    DvcPlot("bar_horizontal", x="student_accuracy", y="label",
-                            title="Student test accuracy per teacher-agreement region and strategy")))
+@register_figure("agreement", per_task=True, table=agreement_table,
+                 reading=lambda a, task: agreement_sentence(task, a.agreement[task]))
 def fig_agreement(a: Analysis, task: str):
-    import plotly.graph_objects as go
-
     ag = a.agreement[task]
     regions = [r for r in REGIONS if ag["count"][r] > 0]
     labels = [f"{r.replace('_', ' ')} ({100 * ag['share'][r]:.1f}%)" for r in regions]
@@ -149,23 +142,19 @@ def fig_agreement(a: Analysis, task: str):
 SHORT_FAILURE = {"all_teachers_wrong": "all wrong", "all_teachers_right": "all right", "teachers_split": "split"}
 
 
-def failure_rows(a: Analysis) -> list[dict]:
+@plot_table("plots/failures.csv", ("label", "task", "strategy", "category", "errors_per_seed", "share_of_errors"),
+            DvcPlot("bar_horizontal", x="errors_per_seed", y="label",
+                    title="Student errors by what the teachers did (mean over seeds)"))
+def failures_table(a: Analysis) -> list[dict]:
     """Student errors per failure category and strategy (mean count over seeds, pooled share)."""
     return [{"label": _label(task, s, f"teachers {SHORT_FAILURE[c]}"), "task": task, "strategy": s, "category": c,
              "errors_per_seed": v["count_per_seed"][c], "share_of_errors": v["share"][c]}
             for task, f in a.failures.items() for s, v in f["strategies"].items() for c in FAILURES]
 
 
-@register_figure(
-    "failures", per_task=True,
-    reading=lambda a, task: failures_sentence(task, a.failures[task]),
-    table=PlotTable("plots/failures.csv", ("label", "task", "strategy", "category", "errors_per_seed", "share_of_errors"),
-                    failure_rows,
-                    DvcPlot("bar_horizontal", x="errors_per_seed", y="label",
-                            title="Student errors by what the teachers did (mean over seeds)")))
+@register_figure("failures", per_task=True, table=failures_table,
+                 reading=lambda a, task: failures_sentence(task, a.failures[task]))
 def fig_failures(a: Analysis, task: str):
-    import plotly.graph_objects as go
-
     f = a.failures[task]
     names = list(f["strategies"])
     fig = go.Figure([go.Bar(name=c.replace("_", " "), x=names, y=[f["strategies"][n]["count_per_seed"][c] for n in names])
@@ -184,14 +173,10 @@ def _has_curves(a: Analysis, task: str) -> bool:
     return any(rows.values()) or any(teacher_rows.values())
 
 
-@register_figure(
-    "curves", per_task=True,
-    reading=lambda a, task: curves_sentence(task, a.curves[task][0], a.summary[task]["primary_metric"]),
-    drawn_if=_has_curves, absent_note="{task}: no training curves found under plots/curves/.")
+@register_figure("curves", per_task=True, drawn_if=_has_curves,
+                 absent_note="{task}: no training curves found under plots/curves/.",
+                 reading=lambda a, task: curves_sentence(task, a.curves[task][0], a.summary[task]["primary_metric"]))
 def fig_curves(a: Analysis, task: str):
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     rows, teacher_rows = a.curves[task]
     primary = a.summary[task]["primary_metric"]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("train loss", f"validation {primary}"))
@@ -218,13 +203,9 @@ def fig_curves(a: Analysis, task: str):
 # Per task: learned gate weights (only where a strategy has a gate)
 
 
-@register_figure(
-    "gates", per_task=True,
-    reading=lambda a, task: " ".join(gate_sentence(task, s, w) for s, w in a.gates[task].items()),
-    drawn_if=lambda a, task: bool(a.gates.get(task)))
+@register_figure("gates", per_task=True, drawn_if=lambda a, task: bool(a.gates.get(task)),
+                 reading=lambda a, task: " ".join(gate_sentence(task, s, w) for s, w in a.gates[task].items()))
 def fig_gates(a: Analysis, task: str):
-    import plotly.graph_objects as go
-
     traces = []
     for strategy, weights in a.gates[task].items():
         for split, w in weights.items():
@@ -239,7 +220,11 @@ def fig_gates(a: Analysis, task: str):
 # All tasks: teacher confidence
 
 
-def confidence_rows(a: Analysis) -> list[dict]:
+@plot_table("plots/teacher_confidence.csv",
+            ("label", "task", "teacher", "split", "mean_max_prob", "mean_entropy", "high_confidence_share"),
+            DvcPlot("bar_horizontal", x="high_confidence_share", y="label",
+                    title=f"Teacher confidence (share with max probability > {HIGH_CONFIDENCE})"))
+def teacher_confidence_table(a: Analysis) -> list[dict]:
     """One row per task, teacher and split (not the mean over teachers)."""
     return [{"label": _label(task, t, split), "task": task, "teacher": t, "split": split, **v}
             for task, by in a.confidence.items() for t, splits in by.items() if t != "all_teachers"
@@ -247,25 +232,16 @@ def confidence_rows(a: Analysis) -> list[dict]:
 
 
 def confidence_table(a: Analysis, task: None = None) -> str:
+    """Every confidence number (the mean over teachers too), in a table under the figure."""
     rows = [[task, t, split, f"{v['mean_max_prob']:.3f}", f"{v['mean_entropy']:.3f}", pct(v["high_confidence_share"])]
             for task, by in a.confidence.items() for t, splits in by.items() for split, v in splits.items()]
     return html_table(["task", "teacher", "split", "mean max prob", "mean entropy (nats)", f"max prob > {HIGH_CONFIDENCE}"],
                       rows)
 
 
-@register_figure(
-    "confidence", per_task=False,
-    reading=lambda a, task: confidence_sentence(a.confidence),
-    details=confidence_table,
-    table=PlotTable("plots/teacher_confidence.csv",
-                    ("label", "task", "teacher", "split", "mean_max_prob", "mean_entropy", "high_confidence_share"),
-                    confidence_rows,
-                    DvcPlot("bar_horizontal", x="high_confidence_share", y="label",
-                            title=f"Teacher confidence (share with max probability > {HIGH_CONFIDENCE})")))
+@register_figure("confidence", per_task=False, table=teacher_confidence_table, details=confidence_table,
+                 reading=lambda a, task: confidence_sentence(a.confidence))
 def fig_confidence(a: Analysis, task: None = None):
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     conf = a.confidence
     panels = (("mean_max_prob", "mean max probability", 1.0), ("mean_entropy", "mean entropy (nats)", 1.0),
               ("high_confidence_share", f"share with max prob > {HIGH_CONFIDENCE} (%)", 100.0))
@@ -291,7 +267,10 @@ def fig_confidence(a: Analysis, task: None = None):
 # All tasks: ranking of strategies
 
 
-def ranking_rows(a: Analysis) -> list[dict]:
+@plot_table("plots/ranking.csv", ("label", "task", "strategy", "kind", "rank", "test_primary"),
+            DvcPlot("bar_horizontal_sorted", x="test_primary", y="label",
+                    title="Ranking of strategies per task (test primary metric, mean over seeds)", headline=True))
+def ranking_table(a: Analysis) -> list[dict]:
     """Per task, strategies by rank (1 = best test primary metric, mean over seeds)."""
     return [{"label": _label(task, f"#{v['rank']} {st}"), "task": task, "strategy": st, "kind": v["kind"],
              "rank": v["rank"], "test_primary": v["test"]}
@@ -299,17 +278,8 @@ def ranking_rows(a: Analysis) -> list[dict]:
             for st, v in sorted(s["strategies"].items(), key=lambda kv: (kv[1]["rank"], kv[0]))]
 
 
-@register_figure(
-    "ranking", per_task=False,
-    reading=lambda a, task: ranking_sentence(a.summary),
-    table=PlotTable("plots/ranking.csv", ("label", "task", "strategy", "kind", "rank", "test_primary"),
-                    ranking_rows,
-                    DvcPlot("bar_horizontal_sorted", x="test_primary", y="label",
-                            title="Ranking of strategies per task (test primary metric, mean over seeds)",
-                            headline=True)))
+@register_figure("ranking", per_task=False, table=ranking_table, reading=lambda a, task: ranking_sentence(a.summary))
 def fig_ranking(a: Analysis, task: None = None):
-    import plotly.graph_objects as go
-
     summary = a.summary
     tasks = list(summary)
     names = list(dict.fromkeys(s for t in tasks for s in summary[t]["strategies"]))

@@ -1,7 +1,9 @@
 """The Figure registry: every figure of the report, in page order, and what comes with it.
 
 A :class:`Figure` is registered where it is defined (:mod:`mtkd.analysis.figures`) by
-decorating its drawing function with :func:`register_figure`. The report, ``OUTPUTS``,
+decorating its drawing function with :func:`register_figure`; a figure that ``dvc plots``
+shows too names its :class:`PlotTable`, a rows function decorated with :func:`plot_table`.
+The report, ``OUTPUTS``,
 ``dvc_entries()`` (dvc.yaml's ``analyze`` outputs and top-level ``plots:``) and the tests all
 loop over :func:`registered_figures`; :func:`get_figure` names the known ids on a typo.
 """
@@ -58,6 +60,15 @@ class PlotTable:
 
     def frame(self, analysis: Analysis) -> pd.DataFrame:
         return pd.DataFrame(self.rows(analysis), columns=list(self.columns))
+
+
+def plot_table(path: str, columns: tuple[str, ...], plot: DvcPlot):
+    """Decorator for a function making a table's rows: turns it into that :class:`PlotTable`."""
+
+    def wrap(rows: Callable[[Analysis], list[dict]]) -> PlotTable:
+        return PlotTable(path, columns, rows, plot)
+
+    return wrap
 
 
 def _always(analysis: Analysis, task: str | None) -> bool:
