@@ -3,9 +3,9 @@
 A :class:`Figure` is registered where it is defined (:mod:`mtkd.analysis.figures`) by
 decorating its drawing function with :func:`register_figure`; a figure that ``dvc plots``
 shows too names its :class:`PlotTable`, a rows function decorated with :func:`plot_table`.
-The report, ``OUTPUTS``,
-``dvc_entries()`` (dvc.yaml's ``analyze`` outputs and top-level ``plots:``) and the tests all
-loop over :func:`registered_figures`; :func:`get_figure` names the known ids on a typo.
+The report, ``OUTPUTS``, ``dvc_entries()`` (dvc.yaml's ``analyze`` outputs and top-level
+``plots:``) and the tests all loop over :func:`registered_figures`; :func:`get_figure` names
+the known ids on a typo.
 """
 
 from __future__ import annotations
