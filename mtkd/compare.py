@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from mtkd.analysis.page import Page
+from mtkd.analysis.page import Page, page_command
 from mtkd.errors import MtkdError
 
 SUMMARY = "metrics/summary.json"
@@ -126,15 +126,13 @@ def main(argv=None) -> int:
     ap.add_argument("rev_b", nargs="?", default="workspace")
     ap.add_argument("--out", default="reports/compare.html")
     args = ap.parse_args(argv)
-    try:
+
+    def build() -> Page:
         a, b = (json.loads(read_at(r, SUMMARY)) for r in (args.rev_a, args.rev_b))
         pa, pb = (yaml.safe_load(read_at(r, "params.yaml")) for r in (args.rev_a, args.rev_b))
-        render(args.rev_a, args.rev_b, a, b, params_changes(pa, pb)).write(args.out)
-    except MtkdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}")
-    return 0
+        return render(args.rev_a, args.rev_b, a, b, params_changes(pa, pb))
+
+    return page_command(build, args.out)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ import re
 import plotly.graph_objects as go
 import pytest
 
-from mtkd.analysis.page import Page
+from mtkd.analysis.page import Page, page_command
+from mtkd.errors import MtkdError
 
 
 def _page():
@@ -46,3 +47,15 @@ def test_duplicate_figure_id_is_refused():
     page = _page()
     with pytest.raises(ValueError, match="duplicate figure id fig-one"):
         page.figure(go.Figure(), "fig-one", "Again.")
+
+
+def test_page_command_writes_or_exits_2_with_one_line(tmp_path, capsys):
+    assert page_command(_page, tmp_path / "ok.html") == 0
+    assert (tmp_path / "ok.html").is_file() and "(2 figures)" in capsys.readouterr().out
+
+    def missing():
+        raise MtkdError("metrics/summary.json: not found (run `dvc repro analyze`)")
+
+    assert page_command(missing, tmp_path / "no.html") == 2
+    assert capsys.readouterr().err == "error: metrics/summary.json: not found (run `dvc repro analyze`)\n"
+    assert not (tmp_path / "no.html").exists()

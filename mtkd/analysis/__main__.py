@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from mtkd.analysis.page import page_command
 from mtkd.analysis.run import report_from_metrics
-from mtkd.errors import MtkdError
 
 
 def main(argv=None) -> int:
@@ -20,14 +19,7 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--root", default=".", type=Path)
     args = ap.parse_args(argv)
-    try:
-        report = report_from_metrics(load_params(args.params), args.root)
-        report.write(args.from_metrics)
-    except MtkdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.from_metrics} ({len(report.figure_ids)} figures)")
-    return 0
+    return page_command(lambda: report_from_metrics(load_params(args.params), args.root), args.from_metrics)
 
 
 if __name__ == "__main__":

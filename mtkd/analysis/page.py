@@ -10,9 +10,12 @@ page order: the browser test reads that list to know which figures to expect.
 from __future__ import annotations
 
 import html
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+from mtkd.errors import MtkdError
 from mtkd.io import atomic_path
 
 CSS = """
@@ -92,3 +95,16 @@ class Page:
         """Write the page (UTF-8) through a temporary file, so an interrupted write leaves no half page."""
         with atomic_path(path) as tmp:
             tmp.write_bytes(self.html().encode("utf-8"))
+
+
+def page_command(build: Callable[[], Page], path: str | Path) -> int:
+    """The edge of a command that writes one page: build it and write it to ``path``; exit status 0,
+    or 2 with one line on stderr when the inputs are missing or wrong (an MtkdError)."""
+    try:
+        page = build()
+        page.write(path)
+    except MtkdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({len(page.figure_ids)} figures)")
+    return 0
