@@ -106,5 +106,6 @@ def page_command(build: Callable[[], Page], path: str | Path) -> int:
     except MtkdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {path} ({len(page.figure_ids)} figures)")
+    n = len(page.figure_ids)
+    print(f"wrote {path} ({n} figure{'' if n == 1 else 's'})")
     return 0
