@@ -45,14 +45,13 @@ spec) as its ``table``; plus its reading in ``tests/test_figures.py``. The repor
 """
 
 from mtkd.analysis.bootstrap import NO_DIFFERENCE, confusion_counts, metric_from_confusion, paired_bootstrap
+from mtkd.analysis.outputs import OUTPUTS, dvc_entries  # outputs imports figures: the registry is full from here on
+from mtkd.analysis.page import Page
 from mtkd.analysis.readings import (agreement_sentence, confidence_sentence, failures_sentence, gap_sentence,
                                     headline_sentence)
 from mtkd.analysis.regions import (agreement_regions, confidence, failure_analysis, failure_category,
                                    region_accuracy)
 from mtkd.analysis.registry import Analysis, Figure, figure_ids, get_figure, registered_figures
-from mtkd.analysis import figures as _figures  # noqa: F401  (registers every figure)
-from mtkd.analysis.outputs import OUTPUTS, dvc_entries
-from mtkd.analysis.page import Page
 from mtkd.analysis.run import analysis_from_metrics, report_from_metrics, run_analysis
 from mtkd.analysis.tables import gap_closed, pick_best, rank_scores
 
