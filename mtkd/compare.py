@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from mtkd.analysis.page import Page, page_command
 from mtkd.errors import MtkdError
 
 SUMMARY = "metrics/summary.json"
@@ -85,29 +86,38 @@ def figure(task: str, a: dict, b: dict, rev_a: str, rev_b: str):
     return fig
 
 
-def render(rev_a: str, rev_b: str, a: dict, b: dict, changes: list) -> str:
-    diff = compare(a, b)
-    parts, first = [], True
-    for task, rows in diff.items():
-        fig = figure(task, a[task], b[task], rev_a, rev_b)
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=first, div_id=f"compare-{task}"))
-        first = False
-        body = "".join(f"<tr><td>{m}</td><td>{_f(r['a'])}</td><td>{_f(r['b'])}</td><td>{_f(r['diff'], signed=True)}</td></tr>"
-                       for m, r in rows.items())
-        parts.append(f"<table><tr><th>method</th><th>{rev_a}</th><th>{rev_b}</th><th>Δ</th></tr>{body}</table>")
-    ptable = "".join(f"<tr><td>{k}</td><td>{va}</td><td>{vb}</td></tr>" for k, va, vb in changes) or \
-        "<tr><td colspan=3>no params changed</td></tr>"
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>mtkd compare</title>"
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head><body>"
-            f"<h1>{rev_a} vs {rev_b}</h1><h2>Params that differ</h2><table><tr><th>key</th><th>{rev_a}</th>"
-            f"<th>{rev_b}</th></tr>{ptable}</table><h2>Results</h2>{''.join(parts)}</body></html>\n")
-
-
 def _f(v, signed=False) -> str:
     if v is None:
         return "–"
     return f"{v:+.4f}" if signed else f"{v:.4f}"
+
+
+def compare_sentence(task: str, rows: dict[str, dict], metric: str, rev_a: str, rev_b: str) -> str:
+    """What the figure of one task shows: how many methods moved, and the largest move."""
+    both = {m: r["diff"] for m, r in rows.items() if r["diff"] is not None}
+    moved = {m: d for m, d in both.items() if d != 0}
+    if not moved:
+        return f"{task}: no method's test {metric} differs between {rev_a} and {rev_b}."
+    top = max(moved, key=lambda m: abs(moved[m]))
+    return (f"{task}: test {metric} differs for {len(moved)} of the {len(both)} methods in both {rev_a} and {rev_b}; "
+            f"the largest difference is {top} ({_f(moved[top], signed=True)}).")
+
+
+def render(rev_a: str, rev_b: str, a: dict, b: dict, changes: list) -> Page:
+    page = Page("mtkd compare")
+    page.heading(f"{rev_a} vs {rev_b}", level=1)
+    page.heading("Params that differ")
+    if changes:
+        page.table(["key", rev_a, rev_b], [list(change) for change in changes])
+    else:
+        page.note("No params changed.")
+    page.heading("Results")
+    for task, rows in compare(a, b).items():
+        page.figure(figure(task, a[task], b[task], rev_a, rev_b), f"compare-{task}",
+                    compare_sentence(task, rows, a[task]["primary_metric"], rev_a, rev_b))
+        page.table(["method", rev_a, rev_b, "Δ"],
+                   [[m, _f(r["a"]), _f(r["b"]), _f(r["diff"], signed=True)] for m, r in rows.items()])
+    return page
 
 
 def main(argv=None) -> int:
@@ -116,17 +126,13 @@ def main(argv=None) -> int:
     ap.add_argument("rev_b", nargs="?", default="workspace")
     ap.add_argument("--out", default="reports/compare.html")
     args = ap.parse_args(argv)
-    try:
+
+    def build() -> Page:
         a, b = (json.loads(read_at(r, SUMMARY)) for r in (args.rev_a, args.rev_b))
         pa, pb = (yaml.safe_load(read_at(r, "params.yaml")) for r in (args.rev_a, args.rev_b))
-        from mtkd.io import write_text
+        return render(args.rev_a, args.rev_b, a, b, params_changes(pa, pb))
 
-        write_text(args.out, render(args.rev_a, args.rev_b, a, b, params_changes(pa, pb)))
-    except MtkdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}")
-    return 0
+    return page_command(build, args.out)
 
 
 if __name__ == "__main__":

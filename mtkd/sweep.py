@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtkd.analysis.page import Page
 from mtkd.errors import MtkdError
 
 
@@ -38,6 +39,7 @@ class Run:
 # (or still running) experiment with its own params but the *baseline's* metrics, and a
 # queued one without metrics.
 NOT_FINISHED = {"queued", "running", "failed"}
+DISTILL = "metrics/distill/"  # a strategy's metrics: metrics/distill/<strategy>.json
 
 
 def _records(node, out: list[Run], name: str | None = None, state: str | None = None) -> None:
@@ -77,7 +79,7 @@ def cells(runs: list[Run], strategy: str, task: str, primary: str) -> dict[tuple
     """(T, α) → validation and test primary means of ``strategy`` on ``task`` (first run wins on duplicates)."""
     out: dict[tuple[float, float], dict] = {}
     for run in runs:
-        block = run.metrics.get(f"metrics/distill/{strategy}.json", {}).get(task)
+        block = run.metrics.get(f"{DISTILL}{strategy}.json", {}).get(task)
         T, alpha = temperature(run.params, strategy), run.params.get("distill", {}).get("alpha")
         if not block or T is None or alpha is None:
             continue
@@ -109,9 +111,21 @@ def best_T(grid: dict[tuple[float, float], dict]) -> dict[str, float]:
     return {"best_T": max(per_T, key=lambda t: (per_T[t], -t)), "validation_by_T": {str(t): per_T[t] for t in sorted(per_T)}}
 
 
+def _distill_blocks(run: Run) -> dict[str, dict]:
+    """strategy → its distill metrics (task → block) in one run."""
+    return {p.removeprefix(DISTILL).removesuffix(".json"): m for p, m in run.metrics.items() if p.startswith(DISTILL)}
+
+
+def swept_tasks(runs: list[Run]) -> list[str]:
+    """Every task some run has distill results for (the keys of a distill metrics file are its tasks)."""
+    return sorted({task for r in runs for block in _distill_blocks(r).values() for task in block})
+
+
 def summarize_sweep(runs: list[Run], primary: dict[str, str]) -> dict:
-    strategies = sorted({p.removeprefix("metrics/distill/").removesuffix(".json") for r in runs for p in r.metrics
-                         if p.startswith("metrics/distill/")} - {"none"})
+    from mtkd.fusion import strategy_kind  # imports torch: only when a sweep is summarised
+
+    # The baseline distils from no teacher: T and α do not touch it, so it has no grid.
+    strategies = sorted({s for r in runs for s in _distill_blocks(r) if strategy_kind(s) != "baseline"})
     out: dict = {}
     for task, metric in primary.items():
         for strategy in strategies:
@@ -137,21 +151,24 @@ def heatmap(grid: dict, title: str):
     return fig
 
 
-def report(runs: list[Run], summary: dict, primary: dict[str, str]) -> str:
-    parts, first = [], True
+def sweep_sentence(task: str, strategy: str, s: dict) -> str:
+    b = s["best"]
+    return (f"{strategy} on {task}: best cell T={b['T']:g}, α={b['alpha']:g} "
+            f"(validation {b['validation']:.4f}, test {b['test']:.4f}); best T over α = {s['best_T']:g}.")
+
+
+def report(runs: list[Run], summary: dict, primary: dict[str, str]) -> Page:
+    """The sweep page: a heatmap per strategy and task, each with its reading sentence."""
+    page = Page("mtkd sweep")
+    page.heading("T × α sweep", level=1)
+    page.note("Cells scored on validation; test shown for the chosen cell only.")
     for task, strategies in summary.items():
         for strategy, s in strategies.items():
-            b = s["best"]
-            sentence = (f"{strategy} on {task}: best cell T={b['T']:g}, α={b['alpha']:g} "
-                        f"(validation {b['validation']:.4f}, test {b['test']:.4f}); best T over α = {s['best_T']:g}.")
             fig = heatmap(cells(runs, strategy, task, primary[task]), f"{strategy} · {task} · validation {primary[task]}")
-            parts.append(f"<section><p>{sentence}</p>" + fig.to_html(full_html=False, include_plotlyjs=first,
-                                                                    div_id=f"sweep-{task}-{strategy}") + "</section>")
-            first = False
-    body = "\n".join(parts) or "<p>No sweep found: run a T × α grid first (see the README).</p>"
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>mtkd sweep</title></head><body>"
-            "<h1>T × α sweep</h1><p>Cells scored on validation; test shown for the chosen cell only.</p>"
-            f"{body}</body></html>\n")
+            page.figure(fig, f"sweep-{task}-{strategy}", sweep_sentence(task, strategy, s))
+    if not page.figures:
+        page.note("No sweep found: run a T × α grid first (see the README).")
+    return page
 
 
 def main(argv=None) -> int:
@@ -168,15 +185,14 @@ def main(argv=None) -> int:
             if proc.returncode != 0:
                 raise MtkdError(f"dvc exp show --json failed: {proc.stderr.strip().splitlines()[-1:]}")
             exp_show = json.loads(proc.stdout)
-        from mtkd.data import TASKS
-        from mtkd.io import write_json, write_text
+        from mtkd.data import get_task
+        from mtkd.io import write_json
 
         runs = collect(exp_show)
-        tasks = {t for r in runs for b in r.metrics.values() for t in b if t in TASKS}
-        primary = {t: TASKS[t].primary_metric for t in sorted(tasks)}
+        primary = {t: get_task(t).primary_metric for t in swept_tasks(runs)}
         summary = summarize_sweep(runs, primary)
         write_json(args.json, summary)
-        write_text(args.html, report(runs, summary, primary))
+        report(runs, summary, primary).write(args.html)
     except MtkdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,8 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from mtkd import analysis as A
+from mtkd.analysis.page import escape
+from mtkd.analysis.registry import plot_tables
 from mtkd.data import fingerprint
 from mtkd.errors import MtkdError
 from mtkd.io import write_json, write_npz
@@ -347,11 +349,12 @@ def test_report_is_self_contained_with_readings(tree):
     assert not re.search(r"<script[^>]*\bsrc=", text)  # no external script (CDN or otherwise)
     assert "https://cdn.plot.ly/plotly" not in text
     assert text.count("plotly.js v") >= 1 and len(text) > 1_000_000  # the library itself is inline
-    assert text.count('class="plotly-graph-div"') == 8  # 6 per task (incl. curves, gates) + confidence + ranking
+    n_figures = len(A.figure_ids(["rt"]))  # the synthetic tree has every analysis: every registered figure is drawn
+    assert text.count('class="plotly-graph-div"') == n_figures
     readings = out["readings"]
-    assert len(readings) == 8 + 1  # every figure + the headline
+    assert len(readings) == n_figures + 1  # every figure + the headline
     for sentence in readings:
-        assert A._e(sentence) in text
+        assert escape(sentence) in text
     assert ("rt: Best multi (average) vs best single (single_b): +10.0 pp [−21.8, +41.8] over 2 seeds; "
             "paired bootstrap on test examples +12.5 pp") in readings[0]
     assert readings[0].endswith(": multi better.")
@@ -363,9 +366,11 @@ def test_report_is_self_contained_with_readings(tree):
 def test_plot_tables_for_dvc_plots(tree):
     """plots/*.csv: the SPEC §9 analyses as long tables, one labelled bar per row, same numbers as metrics/."""
     root, _ = tree
-    for path, cols in A.PLOT_COLUMNS.items():
-        frame = pd.read_csv(root / path)
-        assert list(frame.columns) == cols and frame["label"].is_unique, path
+    for table in plot_tables():
+        frame = pd.read_csv(root / table.path)
+        assert list(frame.columns) == list(table.columns), table.path
+        if table.plot.y == "label":  # one bar per row
+            assert frame["label"].is_unique, table.path
     gap = pd.read_csv(root / "plots/gap_closed.csv").set_index("strategy")
     assert list(gap.index) == ["single_a", "single_b", "average", "gating"]  # `none` closes 0 by definition
     assert gap.loc["average", "gap_closed"] == pytest.approx(0.2 / 0.225, abs=1e-6)
@@ -394,11 +399,11 @@ def test_report_declares_figures_and_redraws_from_metrics(tree):
     assert f'<meta name="mtkd-figures" content="{" ".join(out["figures"])}">' in text
     for fid, sentence in out["figures"].items():
         assert f'<figure class="mtkd-figure" data-figure="{fid}">' in text
-        assert f'<figcaption class="reading">{A._e(sentence)}</figcaption>' in text
+        assert f'<figcaption class="reading">{escape(sentence)}</figcaption>' in text
     assert out["figures"]["fig-ranking"] == ("Top-ranked strategy on test rt: single_a (75.0%), best-ranked "
                                              "multi-teacher strategy average at rank 2 of 5 (72.5%).")
     report = A.report_from_metrics(_params(), root)
-    assert report.html("mtkd report").encode("utf-8") == (root / "reports/report.html").read_bytes()
+    assert report.html().encode("utf-8") == (root / "reports/report.html").read_bytes()
 
 
 def test_rerun_is_byte_identical(tree, tmp_path):

@@ -4,7 +4,7 @@ import subprocess
 
 import yaml
 
-from mtkd.compare import compare, main, params_changes
+from mtkd.compare import compare, compare_sentence, main, params_changes
 
 
 def summary(avg, none):
@@ -16,6 +16,14 @@ def summary(avg, none):
 def test_compare_differences():
     d = compare(summary(0.80, 0.75), summary(0.83, 0.75))["rt"]
     assert abs(d["average"]["diff"] - 0.03) < 1e-12 and d["none"]["diff"] == 0 and d["t"]["diff"] == 0
+
+
+def test_compare_sentence_names_the_largest_difference():
+    rows = compare(summary(0.80, 0.75), summary(0.83, 0.74))["rt"]
+    assert compare_sentence("rt", rows, "accuracy", "a", "b") == (
+        "rt: test accuracy differs for 2 of the 3 methods in both a and b; the largest difference is average (+0.0300).")
+    same = compare(summary(0.80, 0.75), summary(0.80, 0.75))["rt"]
+    assert compare_sentence("rt", same, "accuracy", "a", "b") == "rt: no method's test accuracy differs between a and b."
 
 
 def test_params_changes():
@@ -37,4 +45,7 @@ def test_cli_between_a_commit_and_the_workspace(tmp_path, monkeypatch):
     assert "<td>distill.T</td><td>6</td><td>9</td>" in html
     assert "<td>average</td><td>0.8000</td><td>0.8300</td><td>+0.0300</td>" in html
     assert not re.search(r"<script[^>]*\bsrc=", html)
+    assert '<meta name="mtkd-figures" content="compare-rt">' in html  # the shared page builder
+    assert ('<figcaption class="reading">rt: test accuracy differs for 1 of the 3 methods in both HEAD and '
+            'workspace; the largest difference is average (+0.0300).</figcaption>') in html
     assert main(["nope", "workspace", "--out", "d.html"]) == 2

@@ -59,6 +59,9 @@ def test_cli_writes_report_and_json(tmp_path):
     assert main(["--input", str(src), "--html", str(tmp_path / "s.html"), "--json", str(tmp_path / "s.json")]) == 0
     html = (tmp_path / "s.html").read_text()
     assert "average on rt: best cell T=3, α=0.5" in html
+    # The shared page builder: every heatmap declared, each with its reading under it.
+    assert '<meta name="mtkd-figures" content="sweep-rt-average sweep-rt-single_a">' in html
+    assert '<figcaption class="reading">average on rt: best cell T=3, α=0.5' in html
     assert not re.search(r"<script[^>]*\bsrc=", html)  # plotly.js inline: opens offline
     assert json.loads((tmp_path / "s.json").read_text())["rt"]["average"]["best"]["T"] == 3.0
 

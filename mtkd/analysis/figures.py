@@ -1,0 +1,293 @@
+"""Every figure of the report, registered where it is defined, in page order.
+
+Each figure is its drawing function (plotly), decorated with ``@register_figure``: its id, per
+task or global, and its reading sentence (from :mod:`mtkd.analysis.readings`). Where ``dvc plots``
+shows it too, its ``table`` is the function making that table's rows, decorated with
+``@plot_table``: its path under ``plots/``, its columns and its dvc.yaml plot spec.
+
+To add a figure: write it here, where it should sit on the page, and give it its reading in
+``tests/test_figures.py``; every other check there covers it as it is.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from mtkd.analysis.page import html_table
+from mtkd.analysis.readings import (agreement_sentence, confidence_sentence, curves_sentence, failures_sentence,
+                                    gap_sentence, gate_sentence, pct, ranking_sentence, strategies_sentence)
+from mtkd.analysis.regions import CONFIDENCE_SPLITS, FAILURES, HIGH_CONFIDENCE, REGIONS
+from mtkd.analysis.registry import Analysis, DvcPlot, plot_table, register_figure
+
+KIND_COLOURS = {"baseline": "#7f7f7f", "single": "#1f77b4", "multi": "#d62728", "teacher": "#2ca02c"}
+
+
+def _layout(fig, title: str, height: int = 420, **kw):
+    fig.update_layout(title=title, template="plotly_white", height=height, margin=dict(l=60, r=30, t=60, b=50), **kw)
+    return fig
+
+
+def _label(*parts) -> str:
+    """The ``label`` column of a table: one bar per row in dvc's bar templates."""
+    return " · ".join(str(p) for p in parts)
+
+
+def _students(summary: dict) -> list[str]:
+    """Strategies that distil from a teacher (the baseline closes no gap by definition)."""
+    return [s for s, v in summary["strategies"].items() if v["kind"] != "baseline"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Per task: students by strategy
+
+
+@plot_table("plots/strategies.csv", ("strategy", "task", "kind", "test_primary", "ci95_low", "ci95_high"),
+            DvcPlot("bar_horizontal", x="test_primary", y="strategy",
+                    title="Students by strategy (test, mean over seeds)", headline=True))
+def strategies_table(a: Analysis) -> list[dict]:
+    """Per task, teachers (kind teacher, no interval) then students: test primary metric."""
+    rows = []
+    for task, s in a.summary.items():
+        rows += [{"strategy": t, "task": task, "kind": "teacher", "test_primary": v["test"], "ci95_low": v["test"],
+                  "ci95_high": v["test"]} for t, v in s["teachers"].items()]
+        rows += [{"strategy": st, "task": task, "kind": v["kind"], "test_primary": v["test"], "ci95_low": v["ci95_low"],
+                  "ci95_high": v["ci95_high"]} for st, v in s["strategies"].items()]
+    return rows
+
+
+@register_figure("strategies", per_task=True, table=strategies_table,
+                 reading=lambda a, task: strategies_sentence(task, a.summary[task]))
+def fig_strategies(a: Analysis, task: str):
+    s = a.summary[task]
+    m = s["primary_metric"]
+    names = list(s["strategies"])[::-1]
+    v = [s["strategies"][n] for n in names]
+    fig = go.Figure(go.Bar(
+        x=[100 * x["test"] for x in v], y=names, orientation="h",
+        marker_color=[KIND_COLOURS[x["kind"]] for x in v],
+        error_x=dict(type="data", symmetric=False, array=[100 * (x["ci95_high"] - x["test"]) for x in v],
+                     arrayminus=[100 * (x["test"] - x["ci95_low"]) for x in v]),
+        hovertemplate="%{y}: %{x:.2f}<extra></extra>"))
+    at: dict[float, list[str]] = {}
+    for t, tv in s["teachers"].items():  # one line per distinct score, naming every teacher on it
+        at.setdefault(tv["test"], []).append(t)
+    for x, names_at in at.items():
+        fig.add_vline(x=100 * x, line_dash="dot", line_color=KIND_COLOURS["teacher"],
+                      annotation_text=f"teacher {', '.join(names_at)}", annotation_position="top")
+    lo = min([100 * x["ci95_low"] for x in v] + [100 * t["test"] for t in s["teachers"].values()])
+    hi = max([100 * x["ci95_high"] for x in v] + [100 * t["test"] for t in s["teachers"].values()])
+    pad = max(1.0, 0.1 * (hi - lo))
+    fig.update_xaxes(title=f"test {m} ×100 (mean over seeds, 95% CI)", range=[lo - pad, hi + pad])
+    return _layout(fig, f"{task}: students by strategy (dotted: teachers)", height=120 + 40 * len(names))
+
+
+# ---------------------------------------------------------------------------------------------
+# Per task: gap closed
+
+
+@plot_table("plots/gap_closed.csv", ("label", "task", "strategy", "kind", "reference_teacher", "gap_closed"),
+            DvcPlot("bar_horizontal", x="gap_closed", y="label",
+                    title="Gap closed = (student - none) / (best teacher - none), test"))
+def gap_closed_table(a: Analysis) -> list[dict]:
+    """Share of the none → best-teacher gap each student closes (fraction; empty if undefined)."""
+    return [{"label": _label(task, st), "task": task, "strategy": st, "kind": s["strategies"][st]["kind"],
+             "reference_teacher": s["gap_closed"]["reference_teacher"], "gap_closed": s["gap_closed"]["by_strategy"][st]}
+            for task, s in a.summary.items() for st in _students(s)]
+
+
+@register_figure("gap", per_task=True, table=gap_closed_table,
+                 reading=lambda a, task: gap_sentence(task, a.summary[task]))
+def fig_gap(a: Analysis, task: str):
+    s = a.summary[task]
+    g = s["gap_closed"]["by_strategy"]
+    names = _students(s)
+    fig = go.Figure(go.Bar(x=names, y=[None if g[n] is None else 100 * g[n] for n in names],
+                           marker_color=[KIND_COLOURS[s["strategies"][n]["kind"]] for n in names]))
+    fig.update_yaxes(title=f"gap closed to {s['gap_closed']['reference_teacher']} (%)")
+    return _layout(fig, f"{task}: share of the none → best-teacher gap closed (test)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per task: teacher agreement regions
+
+
+@plot_table("plots/agreement.csv", ("label", "task", "region", "region_share", "strategy", "student_accuracy"),
+            DvcPlot("bar_horizontal", x="student_accuracy", y="label",
+                    title="Student test accuracy per teacher-agreement region and strategy"))
+def agreement_table(a: Analysis) -> list[dict]:
+    """Student accuracy (mean over seeds) per agreement region and strategy; empty regions left out."""
+    return [{"label": _label(task, r, s), "task": task, "region": r, "region_share": ag["share"][r], "strategy": s,
+             "student_accuracy": acc[r]}
+            for task, ag in a.agreement.items()
+            for r in REGIONS if ag["count"][r] > 0 for s, acc in ag["student_accuracy"].items()]
+
+
+@register_figure("agreement", per_task=True, table=agreement_table,
+                 reading=lambda a, task: agreement_sentence(task, a.agreement[task]))
+def fig_agreement(a: Analysis, task: str):
+    ag = a.agreement[task]
+    regions = [r for r in REGIONS if ag["count"][r] > 0]
+    labels = [f"{r.replace('_', ' ')} ({100 * ag['share'][r]:.1f}%)" for r in regions]
+    fig = go.Figure([go.Bar(name=s, x=labels, y=[None if acc[r] is None else 100 * acc[r] for r in regions])
+                     for s, acc in ag["student_accuracy"].items()])
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title="student accuracy (%) on test, mean over seeds")
+    return _layout(fig, f"{task}: student accuracy by teacher agreement region (share of test examples)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per task: failure categories
+
+SHORT_FAILURE = {"all_teachers_wrong": "all wrong", "all_teachers_right": "all right", "teachers_split": "split"}
+
+
+@plot_table("plots/failures.csv", ("label", "task", "strategy", "category", "errors_per_seed", "share_of_errors"),
+            DvcPlot("bar_horizontal", x="errors_per_seed", y="label",
+                    title="Student errors by what the teachers did (mean over seeds)"))
+def failures_table(a: Analysis) -> list[dict]:
+    """Student errors per failure category and strategy (mean count over seeds, pooled share)."""
+    return [{"label": _label(task, s, f"teachers {SHORT_FAILURE[c]}"), "task": task, "strategy": s, "category": c,
+             "errors_per_seed": v["count_per_seed"][c], "share_of_errors": v["share"][c]}
+            for task, f in a.failures.items() for s, v in f["strategies"].items() for c in FAILURES]
+
+
+@register_figure("failures", per_task=True, table=failures_table,
+                 reading=lambda a, task: failures_sentence(task, a.failures[task]))
+def fig_failures(a: Analysis, task: str):
+    f = a.failures[task]
+    names = list(f["strategies"])
+    fig = go.Figure([go.Bar(name=c.replace("_", " "), x=names, y=[f["strategies"][n]["count_per_seed"][c] for n in names])
+                     for c in FAILURES])
+    fig.update_layout(barmode="stack")
+    fig.update_yaxes(title="student errors on test (mean over seeds)")
+    return _layout(fig, f"{task}: what the teachers did on each student error")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per task: training curves (no dvc table: DVCLive's plots hold them)
+
+
+def _has_curves(a: Analysis, task: str) -> bool:
+    rows, teacher_rows = a.curves[task]
+    return any(rows.values()) or any(teacher_rows.values())
+
+
+@register_figure("curves", per_task=True, drawn_if=_has_curves,
+                 absent_note="{task}: no training curves found under plots/curves/.",
+                 reading=lambda a, task: curves_sentence(task, a.curves[task][0], a.summary[task]["primary_metric"]))
+def fig_curves(a: Analysis, task: str):
+    rows, teacher_rows = a.curves[task]
+    primary = a.summary[task]["primary_metric"]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("train loss", f"validation {primary}"))
+    for s, rs in rows.items():
+        for i, seed in enumerate(sorted({r["seed"] for r in rs})):
+            pts = sorted((r for r in rs if r["seed"] == seed), key=lambda r: r["epoch"])
+            for col, key in ((1, "train_loss"), (2, f"val_{primary}")):
+                fig.add_trace(go.Scatter(x=[r["epoch"] for r in pts], y=[r.get(key) for r in pts], mode="lines+markers",
+                                         name=s, legendgroup=s, showlegend=(i == 0 and col == 1),
+                                         hovertext=f"{s} seed {seed}"), row=1, col=col)
+    for t, rs in teacher_rows.items():
+        if not rs:
+            continue
+        pts = sorted(rs, key=lambda r: r["epoch"])
+        for col, key in ((1, "train_loss"), (2, f"val_{primary}")):
+            fig.add_trace(go.Scatter(x=[r["epoch"] for r in pts], y=[r.get(key) for r in pts], mode="lines+markers",
+                                     name=f"teacher {t}", legendgroup=f"teacher {t}", showlegend=(col == 1),
+                                     line=dict(dash="dash")), row=1, col=col)
+    fig.update_xaxes(title="epoch", dtick=1)
+    return _layout(fig, f"{task}: training curves (students per seed; dashed: teachers)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per task: learned gate weights (only where a strategy has a gate)
+
+
+@register_figure("gates", per_task=True, drawn_if=lambda a, task: bool(a.gates.get(task)),
+                 reading=lambda a, task: " ".join(gate_sentence(task, s, w) for s, w in a.gates[task].items()))
+def fig_gates(a: Analysis, task: str):
+    traces = []
+    for strategy, weights in a.gates[task].items():
+        for split, w in weights.items():
+            traces.append(go.Bar(name=f"{strategy} ({split})", x=list(w), y=list(w.values())))
+    fig = go.Figure(traces)
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title="mean gate weight (mean over seeds)", range=[0, 1])
+    return _layout(fig, f"{task}: learned gate weights per teacher")
+
+
+# ---------------------------------------------------------------------------------------------
+# All tasks: teacher confidence
+
+
+@plot_table("plots/teacher_confidence.csv",
+            ("label", "task", "teacher", "split", "mean_max_prob", "mean_entropy", "high_confidence_share"),
+            DvcPlot("bar_horizontal", x="high_confidence_share", y="label",
+                    title=f"Teacher confidence (share with max probability > {HIGH_CONFIDENCE})"))
+def teacher_confidence_table(a: Analysis) -> list[dict]:
+    """One row per task, teacher and split (not the mean over teachers)."""
+    return [{"label": _label(task, t, split), "task": task, "teacher": t, "split": split, **v}
+            for task, by in a.confidence.items() for t, splits in by.items() if t != "all_teachers"
+            for split, v in splits.items()]
+
+
+def confidence_table(a: Analysis, task: None = None) -> str:
+    """Every confidence number (the mean over teachers too), in a table under the figure."""
+    rows = [[task, t, split, f"{v['mean_max_prob']:.3f}", f"{v['mean_entropy']:.3f}", pct(v["high_confidence_share"])]
+            for task, by in a.confidence.items() for t, splits in by.items() for split, v in splits.items()]
+    return html_table(["task", "teacher", "split", "mean max prob", "mean entropy (nats)", f"max prob > {HIGH_CONFIDENCE}"],
+                      rows)
+
+
+@register_figure("confidence", per_task=False, table=teacher_confidence_table, details=confidence_table,
+                 reading=lambda a, task: confidence_sentence(a.confidence))
+def fig_confidence(a: Analysis, task: None = None):
+    conf = a.confidence
+    panels = (("mean_max_prob", "mean max probability", 1.0), ("mean_entropy", "mean entropy (nats)", 1.0),
+              ("high_confidence_share", f"share with max prob > {HIGH_CONFIDENCE} (%)", 100.0))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[p[1] for p in panels])
+    colours = {"train": "#9ecae1", "test": "#1f77b4", "train_in_sample": "#fdae6b"}
+    x = [f"{task} · {t}" for task, by in conf.items() for t in by if t != "all_teachers"]
+    # With out-of-fold teachers, "train" is out-of-fold and "train_in_sample" the full model on its own data.
+    shown = [*CONFIDENCE_SPLITS] + (["train_in_sample"] if any("train_in_sample" in v for by in conf.values()
+                                                               for v in by.values()) else [])
+    for col, (key, _, scale) in enumerate(panels, start=1):
+        for split in shown:
+            y = [scale * by[t][split][key] if split in by[t] else None
+                 for by in conf.values() for t in by if t != "all_teachers"]
+            fig.add_trace(go.Bar(name=split, x=x, y=y, marker_color=colours[split], legendgroup=split,
+                                 showlegend=col == 1), row=1, col=col)
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 1], row=1, col=1)
+    fig.update_yaxes(range=[0, 100], row=1, col=3)
+    return _layout(fig, "Teacher confidence per teacher and task (train and test)")
+
+
+# ---------------------------------------------------------------------------------------------
+# All tasks: ranking of strategies
+
+
+@plot_table("plots/ranking.csv", ("label", "task", "strategy", "kind", "rank", "test_primary"),
+            DvcPlot("bar_horizontal_sorted", x="test_primary", y="label",
+                    title="Ranking of strategies per task (test primary metric, mean over seeds)", headline=True))
+def ranking_table(a: Analysis) -> list[dict]:
+    """Per task, strategies by rank (1 = best test primary metric, mean over seeds)."""
+    return [{"label": _label(task, f"#{v['rank']} {st}"), "task": task, "strategy": st, "kind": v["kind"],
+             "rank": v["rank"], "test_primary": v["test"]}
+            for task, s in a.summary.items()
+            for st, v in sorted(s["strategies"].items(), key=lambda kv: (kv[1]["rank"], kv[0]))]
+
+
+@register_figure("ranking", per_task=False, table=ranking_table, reading=lambda a, task: ranking_sentence(a.summary))
+def fig_ranking(a: Analysis, task: None = None):
+    summary = a.summary
+    tasks = list(summary)
+    names = list(dict.fromkeys(s for t in tasks for s in summary[t]["strategies"]))
+    z = [[summary[t]["strategies"].get(n, {}).get("rank") for t in tasks] for n in names]
+    text = [[(f"{summary[t]['strategies'][n]['rank']} · {100 * summary[t]['strategies'][n]['test']:.1f}"
+              if n in summary[t]["strategies"] else "") for t in tasks] for n in names]
+    fig = go.Figure(go.Heatmap(z=z, x=tasks, y=names, text=text, texttemplate="%{text}", colorscale="Blues",
+                               reversescale=True, colorbar=dict(title="rank")))
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, "Rank of each strategy per task (test primary metric ×100, 1 = best)",
+                   height=120 + 35 * len(names))

@@ -1,0 +1,140 @@
+"""Reading sentences: what each figure (and the headline) says, generated from the numbers.
+
+The README's Findings (:mod:`mtkd.findings`) quote the same sentences, so the report and the
+README can never disagree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtkd.analysis.regions import FAILURES, HIGH_CONFIDENCE
+from mtkd.analysis.tables import ZERO_GAP
+
+
+def score(v: float | None, metric: str) -> str:
+    """A primary-metric value as the report prints it: ×100, with % except for MCC."""
+    if v is None:
+        return "n/a"
+    return f"{100 * v:.1f}" + ("" if metric == "mcc" else "%")
+
+
+def signed(v: float) -> str:
+    return f"{'+' if v >= 0 else '−'}{abs(v):.1f}"
+
+
+def interval(low: float, high: float) -> str:
+    return f"[{signed(low)}, {signed(high)}]"
+
+
+def pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.0f}%"
+
+
+def headline_sentence(task: str, s: dict) -> str:
+    single, multi = s["best_single"], s["best_multi"]
+    if not single or not multi:
+        return f"{task}: no comparison (needs at least one single-teacher and one multi-teacher strategy)."
+    adv, boot = s["multi_advantage_pp"], s["bootstrap"]
+    text = (f"{task}: Best multi ({multi['strategy']}) vs best single ({single['strategy']}): "
+            f"{signed(adv['mean'])} pp {interval(adv['ci95_low'], adv['ci95_high'])} over {adv['n_seeds']} seeds")
+    if boot:
+        text += (f"; paired bootstrap on test examples {signed(boot['diff_pp'])} pp "
+                 f"{interval(boot['ci95_low'], boot['ci95_high'])}: {boot['verdict']}")
+    return text + "."
+
+
+def strategies_sentence(task: str, s: dict) -> str:
+    m = s["primary_metric"]
+    students = s["strategies"]
+    top = max(students, key=lambda k: (students[k]["test"], -list(students).index(k)))
+    text = (f"{task} test {m}: highest student is {top} {score(students[top]['test'], m)} "
+            f"[{score(students[top]['ci95_low'], m)}, {score(students[top]['ci95_high'], m)}]")
+    if s["none"]:
+        text += f"; none {score(s['none']['test'], m)}"
+    if s["best_teacher"]:
+        text += f"; best teacher (chosen on validation) {s['best_teacher']['name']} {score(s['best_teacher']['test'], m)}"
+    return text + "."
+
+
+def gap_sentence(task: str, s: dict) -> str:
+    g = s["gap_closed"]
+    if g["reference_teacher"] is None or s["none"] is None:
+        return f"{task}: gap closed needs the none student and at least one teacher."
+    if g["denominator_pp"] is None or abs(g["denominator_pp"]) < 100 * ZERO_GAP:
+        return f"{task}: gap closed is undefined: the best teacher ({g['reference_teacher']}) ties with the none student."
+    parts = [f"{k.replace('_', ' ')} {s[k]['strategy']} closes {pct(g[k])}" for k in ("best_multi", "best_single") if s[k]]
+    return (f"{task}: {' and '.join(parts) or 'no student is compared'} of the {g['denominator_pp']:.1f} pp gap "
+            f"between none and the best teacher ({g['reference_teacher']}).")
+
+
+def agreement_sentence(task: str, a: dict) -> str:
+    share = a["share"]["all_agree"]
+    dis = {k: v for k, v in a["student_accuracy_when_teachers_disagree"].items() if v is not None}
+    if not dis:
+        return f"{task}: teachers agree on every test example ({a['n']}), so no region separates the strategies."
+    lo, hi = min(dis, key=dis.get), max(dis, key=dis.get)
+    return (f"{task}: teachers all agree on {100 * share:.1f}% of test examples; where they disagree, student accuracy "
+            f"ranges from {100 * dis[lo]:.1f}% ({lo}) to {100 * dis[hi]:.1f}% ({hi}).")
+
+
+def failures_sentence(task: str, f: dict) -> str:
+    totals = np.sum([[v["count_per_seed"][c] for c in FAILURES] for v in f["strategies"].values()], axis=0)
+    if totals.sum() == 0:
+        return f"{task}: the students make no errors on test."
+    share = totals / totals.sum()
+    return (f"{task}: of all student errors (every strategy, mean over seeds), {100 * share[0]:.0f}% are examples every "
+            f"teacher also gets wrong, {100 * share[1]:.0f}% examples every teacher gets right (transfer failed) and "
+            f"{100 * share[2]:.0f}% examples where the teachers split.")
+
+
+def confidence_sentence(conf: dict) -> str:
+    parts = []
+    for task, by_teacher in conf.items():
+        names = [t for t in by_teacher if t != "all_teachers"]
+        most = max(names, key=lambda t: by_teacher[t]["test"]["mean_max_prob"])
+        least = min(names, key=lambda t: by_teacher[t]["test"]["mean_max_prob"])
+        c, d = by_teacher[most]["test"], by_teacher[least]["test"]
+        parts.append(f"{task} test: most confident teacher {most} (mean max prob {c['mean_max_prob']:.3f}, "
+                     f"{100 * c['high_confidence_share']:.0f}% above {HIGH_CONFIDENCE}), least {least} "
+                     f"({d['mean_max_prob']:.3f}, {100 * d['high_confidence_share']:.0f}%)")
+        for t in names:
+            if "train_in_sample" in by_teacher[t]:
+                parts.append(f"{task} train, {t}: mean max prob {by_teacher[t]['train_in_sample']['mean_max_prob']:.3f} "
+                             f"in-sample vs {by_teacher[t]['train']['mean_max_prob']:.3f} out-of-fold")
+    return "; ".join(parts) + "."
+
+
+def ranking_sentence(summary: dict) -> str:
+    parts = []
+    for task, s in summary.items():
+        m, st = s["primary_metric"], s["strategies"]
+        order = sorted(st, key=lambda k: st[k]["rank"])  # stable: ties keep the strategies' order
+        first = [k for k in order if st[k]["rank"] == 1]
+        text = f"{task}: {' = '.join(first)} ({score(st[first[0]]['test'], m)})"
+        multi = [k for k in order if st[k]["kind"] == "multi"]
+        if multi and multi[0] not in first:
+            text += (f", best-ranked multi-teacher strategy {multi[0]} at rank {st[multi[0]]['rank']} of {len(st)} "
+                     f"({score(st[multi[0]]['test'], m)})")
+        parts.append(text)
+    return "Top-ranked strategy on test " + "; ".join(parts) + "."
+
+
+def curves_sentence(task: str, rows: dict[str, list[dict]], primary: str) -> str:
+    key = f"val_{primary}"
+    finals = [(s, r["seed"], r[key]) for s, rs in rows.items() for r in rs
+              if r.get(key) is not None and r["epoch"] == max(x["epoch"] for x in rs if x["seed"] == r["seed"])]
+    if not finals:
+        return f"{task}: no student training curves found."
+    epochs = sorted({r["epoch"] for rs in rows.values() for r in rs})
+    lo, hi = min(finals, key=lambda f: f[2]), max(finals, key=lambda f: f[2])
+    return (f"{task}: students trained for {len(epochs)} epoch(s); final validation {primary} ranges from "
+            f"{score(lo[2], primary)} ({lo[0]}, seed {lo[1]}) to {score(hi[2], primary)} ({hi[0]}, seed {hi[1]}).")
+
+
+def gate_sentence(task: str, strategy: str, weights: dict) -> str:
+    split = "test" if "test" in weights else "train"
+    w = weights[split]
+    top = max(w, key=w.get)
+    return (f"{task} {strategy}: the gate puts the most weight on {top} ({w[top]:.2f} on {split}, "
+            f"uniform would be {1 / len(w):.2f}).")

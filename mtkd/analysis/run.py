@@ -1,0 +1,123 @@
+"""The analyze stage's I/O edge: read every input, compute every number, write every output.
+
+:func:`run_analysis` is what ``python -m stages.analyze`` runs; :func:`report_from_metrics`
+redraws the report from the committed ``metrics/`` and ``plots/curves/`` alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtkd.analysis.bootstrap import paired_bootstrap, seed_averaged_predictions
+from mtkd.analysis.inputs import TaskInputs, load_task_inputs, read_curves, read_distill, read_json, task_curves
+from mtkd.analysis.outputs import METRICS, REPORT, RESULTS, write_csv
+from mtkd.analysis.page import Page
+from mtkd.analysis.regions import agreement_analysis, base_failure_shares, failure_analysis, teacher_confidence
+from mtkd.analysis.registry import Analysis, plot_tables
+from mtkd.analysis.report import build_report
+from mtkd.analysis.tables import (best_of_kind, gate_weights, method_kind, results_rows, results_table, rounded,
+                                  strategy_scores, task_summary)
+from mtkd.errors import MtkdError
+from mtkd.io import write_json
+
+
+@dataclass
+class TaskResults:
+    summary: dict
+    agreement: dict
+    failures: dict
+    confidence: dict
+    rows: list[dict]
+    gates: dict
+
+
+def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list) -> TaskResults:
+    """Every number of one task from its loaded inputs (no I/O)."""
+    primary, C = inp.meta["primary_metric"], inp.meta["num_classes"]
+    y = inp.labels["test"]
+    kinds = {s: method_kind(s, teachers) for s in inp.distill}
+    scores = {s: strategy_scores(b, primary) for s, b in inp.distill.items()}
+    teacher_scores = {t: {"validation": rounded(m["validation"][primary]), "test": rounded(m["test"][primary])}
+                      for t, m in inp.teacher_metrics.items()}
+    validation = {s: v["validation"] for s, v in scores.items()}
+    best_single, best_multi = best_of_kind(validation, kinds, "single"), best_of_kind(validation, kinds, "multi")
+    boot = None
+    if best_single and best_multi:
+        boot = {"multi": best_multi, "single": best_single,
+                **paired_bootstrap(y, seed_averaged_predictions(inp.student_test[best_multi]),
+                                   seed_averaged_predictions(inp.student_test[best_single]), primary, C)}
+    summary = task_summary(primary, teacher_scores, scores, kinds, len(y), len(seeds), boot)
+    teacher_preds = inp.teacher_logits["test"].argmax(axis=2)
+    student_preds = {s: {seed: z.argmax(axis=1) for seed, z in by.items()} for s, by in inp.student_test.items()}
+    agreement = agreement_analysis(y, teacher_preds, teachers, student_preds)
+    failures = {"base_share": base_failure_shares(y, teacher_preds),
+                "strategies": {s: failure_analysis(y, teacher_preds, p) for s, p in student_preds.items()}}
+    conf = teacher_confidence(teachers, inp.teacher_logits)
+    for t, in_sample in inp.train_in_sample.items():  # the "train" entry is then out-of-fold: what the student sees
+        conf[t]["train_in_sample"] = {k: rounded(v) for k, v in in_sample.items()}
+    gates = {s: w for s, b in inp.distill.items() if (w := gate_weights(b))}
+    return TaskResults(summary, agreement, failures, conf, results_rows(inp.task, inp.teacher_metrics, inp.distill), gates)
+
+
+def _setup(params) -> dict:
+    return {"tasks": list(params.data.tasks), "teachers": list(params.teachers),
+            "strategies": list(params.distill.strategies), "seeds": list(params.seeds)}
+
+
+def write_outputs(root: Path, analysis: Analysis, results_rows_all: list[dict], report: Page) -> None:
+    """Every output of the module docstring of :mod:`mtkd.analysis`, under ``root``."""
+    write_csv(root / RESULTS, results_table(results_rows_all))
+    for field, path in METRICS.items():
+        write_json(root / path, getattr(analysis, field))
+    for table in plot_tables():
+        write_csv(root / table.path, table.frame(analysis))
+    report.write(root / REPORT)
+
+
+def run_analysis(params, root: Path = Path(".")) -> dict:
+    """Read every input under ``root``, write every output under ``root``; return the results."""
+    root = Path(root)
+    setup = _setup(params)
+    teachers, strategies, seeds = setup["teachers"], setup["strategies"], setup["seeds"]
+    distill_all, curves_all = read_distill(root, strategies)
+    results, curves = {}, {}
+    for task in setup["tasks"]:
+        inp = load_task_inputs(root, task, teachers, strategies, seeds, distill_all, curves_all)
+        results[task] = analyse_task(inp, teachers, seeds)
+        curves[task] = (inp.curves, inp.teacher_curves)
+        del inp  # one task's logits in memory at a time
+    analysis = Analysis(summary={t: r.summary for t, r in results.items()},
+                        agreement={t: r.agreement for t, r in results.items()},
+                        failures={t: r.failures for t, r in results.items()},
+                        confidence={t: r.confidence for t, r in results.items()},
+                        curves=curves, gates={t: r.gates for t, r in results.items()}, setup=setup)
+    report = build_report(analysis)
+    write_outputs(root, analysis, [row for r in results.values() for row in r.rows], report)
+    return {"summary": analysis.summary, "agreement": analysis.agreement, "failures": analysis.failures,
+            "teacher_confidence": analysis.confidence, "readings": report.readings, "figures": report.figures}
+
+
+def analysis_from_metrics(params, root: Path = Path(".")) -> Analysis:
+    """The :class:`Analysis` from what ``analyze`` and ``distill`` commit to git (``metrics/``, ``plots/curves/``)."""
+    root = Path(root)
+    setup = _setup(params)
+    tasks, teachers, strategies = setup["tasks"], setup["teachers"], setup["strategies"]
+    how = "dvc repro analyze"
+    loaded = {field: read_json(root / path, how) for field, path in METRICS.items()}
+    for field, by_task in loaded.items():
+        if missing := [t for t in tasks if t not in by_task]:
+            raise MtkdError(f"{root / METRICS[field]}: no results for task(s) {missing} (re-run `{how}`)")
+    distill_all, curves_all = read_distill(root, strategies)
+    curves = {task: (task_curves(curves_all, task, strategies),
+                     {t: read_curves(root / "plots/curves/teachers" / f"{t}-{task}.json") for t in teachers})
+              for task in tasks}
+    gates = {task: {s: w for s in strategies if (w := gate_weights(distill_all[s].get(task) or {"seeds": {}}))}
+             for task in tasks}
+    by_task = {field: {t: loaded[field][t] for t in tasks} for field in METRICS}
+    return Analysis(**by_task, curves=curves, gates=gates, setup=setup)
+
+
+def report_from_metrics(params, root: Path = Path(".")) -> Page:
+    """The report redrawn without logits or predictions; the same bytes as :func:`run_analysis` writes."""
+    return build_report(analysis_from_metrics(params, root))

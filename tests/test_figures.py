@@ -1,0 +1,139 @@
+"""The Figure registry: every registered figure checked alike, on the synthetic tree of ``test_analysis``.
+
+Adding a figure: register it in ``mtkd/analysis/figures.py`` and give it its reading on the
+synthetic tree in ``READINGS`` below; every other check here applies to it as it is.
+"""
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from mtkd import analysis as A
+from mtkd.analysis.page import escape
+from mtkd.analysis.registry import get_figure, plot_tables, register_figure, registered_figures
+from mtkd.analysis.report import build_report
+from mtkd.errors import MtkdError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_analysis import _params, build_tree  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Each figure's reading sentence on the synthetic tree (hand-checked against test_analysis' numbers).
+READINGS = {
+    "fig-rt-strategies": "rt test accuracy: highest student is single_a 75.0% [75.0%, 75.0%]; none 52.5%; "
+                         "best teacher (chosen on validation) a 75.0%.",
+    "fig-rt-gap": "rt: best multi average closes 89% and best single single_b closes 44% of the 22.5 pp gap "
+                  "between none and the best teacher (a).",
+    "fig-rt-agreement": "rt: teachers all agree on 75.0% of test examples; where they disagree, student accuracy "
+                        "ranges from 50.0% (none) to 100.0% (single_a).",
+    "fig-rt-failures": "rt: of all student errors (every strategy, mean over seeds), 68% are examples every teacher "
+                       "also gets wrong, 11% examples every teacher gets right (transfer failed) and 22% examples "
+                       "where the teachers split.",
+    "fig-rt-curves": "rt: students trained for 2 epoch(s); final validation accuracy ranges from 47.5% (none, seed 0) "
+                     "to 77.5% (single_b, seed 0).",
+    "fig-rt-gates": "rt gating: the gate puts the most weight on a (0.55 on test, uniform would be 0.33).",
+    "fig-confidence": "rt test: most confident teacher a (mean max prob 0.990, 100% above 0.95), least c (0.750, 0%).",
+    "fig-ranking": "Top-ranked strategy on test rt: single_a (75.0%), best-ranked multi-teacher strategy average "
+                   "at rank 2 of 5 (72.5%).",
+}
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """(root, analysis, report html) of the synthetic tree after run_analysis."""
+    root = build_tree(tmp_path_factory.mktemp("figures"))
+    A.run_analysis(_params(), root)
+    return root, A.analysis_from_metrics(_params(), root), (root / "reports/report.html").read_text(encoding="utf-8")
+
+
+def _tasks(figure, analysis):
+    return analysis.tasks if figure.per_task else [None]
+
+
+def test_every_figure_has_its_reading_here():
+    assert list(READINGS) == A.figure_ids(["rt"]), "a registered figure needs its reading on the synthetic tree"
+
+
+@pytest.mark.parametrize("figure", registered_figures(), ids=lambda f: f.id)
+def test_figure_is_drawn_with_its_reading(figure, synthetic):
+    _, analysis, html = synthetic
+    assert re.fullmatch(r"[a-z][a-z_]*", figure.id)
+    for task in _tasks(figure, analysis):
+        div_id = figure.div_id(task)
+        assert div_id == (f"fig-{task}-{figure.id}" if figure.per_task else f"fig-{figure.id}")
+        assert figure.drawn_if(analysis, task), f"{div_id}: the synthetic tree has every analysis"
+        sentence = figure.reading(analysis, task)
+        assert sentence == READINGS[div_id]
+        drawn = figure.draw(analysis, task)
+        assert drawn.data and drawn.layout.title.text, f"{div_id}: a plotly figure with data and a title"
+        assert (f'<figure class="mtkd-figure" data-figure="{div_id}">' in html
+                and f'<figcaption class="reading">{escape(sentence)}</figcaption>' in html)
+
+
+@pytest.mark.parametrize("figure", [f for f in registered_figures() if f.table], ids=lambda f: f.id)
+def test_figure_table_is_written_declared_and_plottable(figure, synthetic):
+    root, analysis, _ = synthetic
+    table = figure.table
+    assert re.fullmatch(r"plots/[a-z_]+\.csv", table.path)
+    written = pd.read_csv(root / table.path)
+    assert list(written.columns) == list(table.columns)
+    assert (root / table.path).read_text(encoding="utf-8") == table.frame(analysis).to_csv(index=False, lineterminator="\n")
+    assert len(written) > 0
+    assert {table.plot.x, table.plot.y} <= set(table.columns)
+    assert pd.api.types.is_numeric_dtype(written[table.plot.x]), f"{table.path}: x must be a number to draw a bar"
+    entries = A.dvc_entries()
+    assert table.path in A.OUTPUTS and table.path in entries["outs_no_cache"]
+    assert {table.path: table.plot.spec()} in entries["plots"]
+
+
+def test_get_figure_names_the_known_ones():
+    assert get_figure("ranking").id == "ranking"
+    known = ", ".join(f.id for f in registered_figures())
+    with pytest.raises(MtkdError, match=re.escape(f"unknown figure 'rankings' (known: {known})")):
+        get_figure("rankings")
+
+
+def test_registering_an_id_or_a_table_twice_is_an_error():
+    before = registered_figures()
+    with pytest.raises(MtkdError, match="figure 'ranking' is registered twice"):
+        register_figure("ranking", per_task=False, reading=lambda a, t: "")(lambda a, t: None)
+    with pytest.raises(MtkdError, match=r"plots/ranking\.csv is already written by another figure"):
+        register_figure("ranking2", per_task=False, reading=lambda a, t: "",
+                        table=get_figure("ranking").table)(lambda a, t: None)
+    assert registered_figures() == before
+
+
+def test_figures_not_drawn_leave_their_note(synthetic):
+    """Without curves the page says so where they would be; without a gate there is nothing to say."""
+    _, analysis, _ = synthetic
+    bare = dataclasses.replace(analysis, curves={"rt": ({}, {})}, gates={"rt": {}})
+    page = build_report(bare)
+    assert "fig-rt-curves" not in page.figures and "fig-rt-gates" not in page.figures
+    assert page.figure_ids == [f for f in A.figure_ids(["rt"]) if f not in ("fig-rt-curves", "fig-rt-gates")]
+    assert '<p class="note">rt: no training curves found under plots/curves/.</p>' in page.html()
+
+
+def test_dvc_entries_are_what_dvc_yaml_declares():
+    """What the pipeline generator writes for analyze: the committed dvc.yaml, entry for entry, in order."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    analyze = dvc["stages"]["analyze"]
+    not_cached = [o for o in analyze["outs"] if not isinstance(o, str)]
+    assert all(list(o.values()) == [{"cache": False}] for o in not_cached + analyze["metrics"])
+    assert A.dvc_entries() == {
+        "outs": [o for o in analyze["outs"] if isinstance(o, str)],
+        "outs_no_cache": [next(iter(o)) for o in not_cached],
+        "metrics": [next(iter(m)) for m in analyze["metrics"]],
+        "plots": dvc["plots"],
+    }
+
+
+def test_outputs_are_the_dvc_entries():
+    entries = A.dvc_entries()
+    assert sorted(A.OUTPUTS) == sorted(entries["outs"] + entries["outs_no_cache"] + entries["metrics"])
+    assert [t.path for t in plot_tables()] == [p for p in A.OUTPUTS if p.startswith("plots/")]
