@@ -46,10 +46,7 @@ def strategy_settings_path(strategy: str) -> str:
 
 def _lists(params: Params) -> dict[str, list]:
     """Every ``- <name>`` list of the template, from params (and the analysis figure registry)."""
-    try:
-        from mtkd.analysis import dvc_entries
-    except ImportError:  # TEMPORARY until the analysis package lands
-        dvc_entries = _legacy_analysis_entries
+    from mtkd.analysis import dvc_entries
 
     pairs = [(t, task) for t in params.teachers for task in params.data.tasks]
     analysis = dvc_entries()
@@ -65,21 +62,6 @@ def _lists(params: Params) -> dict[str, list]:
         "analysis_metrics": [{p: git} for p in analysis["metrics"]],
         "analysis_plots": list(analysis["plots"]),
     }
-
-
-def _legacy_analysis_entries():
-    old = yaml.safe_load(Path(DVC_FILE).read_text()) if False else None  # noqa
-    plots = [("plots/strategies.csv", "bar_horizontal", "test_primary", "strategy", "Students by strategy (test, mean over seeds)"),
-             ("plots/ranking.csv", "bar_horizontal_sorted", "test_primary", "label", "Ranking of strategies per task (test primary metric, mean over seeds)"),
-             ("plots/gap_closed.csv", "bar_horizontal", "gap_closed", "label", "Gap closed = (student - none) / (best teacher - none), test"),
-             ("plots/agreement.csv", "bar_horizontal", "student_accuracy", "label", "Student test accuracy per teacher-agreement region and strategy"),
-             ("plots/failures.csv", "bar_horizontal", "errors_per_seed", "label", "Student errors by what the teachers did (mean over seeds)"),
-             ("plots/teacher_confidence.csv", "bar_horizontal", "high_confidence_share", "label", "Teacher confidence (share with max probability > 0.95)")]
-    return {"outs": ["reports/report.html"],
-            "outs_no_cache": ["metrics/results.csv", "plots/strategies.csv", "plots/gap_closed.csv", "plots/agreement.csv",
-                              "plots/failures.csv", "plots/teacher_confidence.csv", "plots/ranking.csv"],
-            "metrics": ["metrics/summary.json", "metrics/agreement.json", "metrics/failures.json", "metrics/teacher_confidence.json"],
-            "plots": [{p: {"template": t, "x": x, "y": y, "title": ti}} for p, t, x, y, ti in plots]}
 
 
 def render(params: Params, template: Path = TEMPLATE) -> str:

@@ -82,7 +82,7 @@ def build_tree(root):
     data = root / "data/prepared/rt"
     data.mkdir(parents=True)
     frames = {s: pd.DataFrame({"id": [f"rt-{s}-{i:03d}" for i in range(n)], "text_a": [f"text {i}" for i in range(n)],
-                               "text_b": None, "label": _labels(n)})
+                               "text_b": None, "label": _labels(n), "group": [f"g{i // 4}" for i in range(n)]})
               for s, n in (("train", N_TRAIN), ("validation", N_VAL), ("test", N_TEST))}
     for s, f in frames.items():
         f.to_parquet(data / f"{s}.parquet", index=False)
