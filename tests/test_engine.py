@@ -10,6 +10,7 @@ import yaml
 
 from mtkd.distill import alpha_at
 from mtkd.errors import MtkdError
+from mtkd.fusion import get_strategy
 from mtkd.metrics import expected_calibration_error, expected_calibration_error_reference, softmax
 from mtkd.params import validate_params
 from mtkd.pipeline import render
@@ -41,13 +42,17 @@ def test_alpha_schedule_is_validated():
 
 
 def test_only_distilling_strategies_read_the_schedule():
+    # Each distill@<strategy> depends on configs/distill/<strategy>.yaml (the configure stage):
+    # the schedule is in the file of every strategy that distils, and not in none's.
     raw = tiny_params(strategies=("none", "average"))
-    assert "distill.alpha_schedule" not in str(yaml.safe_load(render(validate_params(raw)))["stages"]["distill"])
     raw["distill"]["alpha_schedule"] = "linear"
-    text = render(validate_params(raw))
-    stages = yaml.safe_load(text)["stages"]["distill"]["foreach"]
-    assert "distill.alpha_schedule" in stages["average"]["reads"]
-    assert "distill.alpha_schedule" not in stages["none"]["reads"]
+    params = validate_params(raw)
+    teachers = list(params.teachers)
+    assert get_strategy("average", teachers).settings(params.distill)["alpha_schedule"] == "linear"
+    assert get_strategy("none", teachers).settings(params.distill) == {}
+    distill = yaml.safe_load(render(params))["stages"]["distill"]
+    assert distill["do"]["deps"].count("configs/distill/${item}.yaml") == 1
+    assert "distill.alpha_schedule" not in str(distill)  # read from the settings file, not from params
 
 
 # --- ECE from the library, checked against the written-out formula ------------------------------

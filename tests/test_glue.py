@@ -468,7 +468,7 @@ def glue_repo(tmp_path_factory):
 
 def test_glue_e2e_runs_every_stage(glue_repo):
     repo, log = glue_repo
-    stages = 1 + 2 * 2 * 2 + len(E2E_STRATEGIES) + 1
+    stages = 1 + 2 * 2 * 2 + 1 + len(E2E_STRATEGIES) + 1  # prepare, teachers × tasks × 2, configure, distill, analyze
     assert len(set(re.findall(r"Running stage '([^']+)'", log))) == stages
     assert "glue_data/mrpc/train.tsv" in (repo / "dvc.yaml").read_text()  # local files are prepare's deps
 

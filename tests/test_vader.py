@@ -190,7 +190,7 @@ def test_prepare_stage_in_a_temp_copy(tmp_path):
     for task in ("tweets", "amazon"):
         frames = [pd.read_parquet(repo / "data" / "prepared" / task / f"{s}.parquet") for s in ("train", "validation", "test")]
         assert sum(map(len, frames)) == 400
-        assert all(list(f.columns) == ["id", "text_a", "text_b", "label"] for f in frames)
+        assert all(list(f.columns) == ["id", "text_a", "text_b", "label", "group"] for f in frames)
     # the copy has no .cache/sources: without the variable, one line naming the file and the fix
     failed = run([sys.executable, "-m", "stages.prepare"], repo, check=False, MTKD_SOURCES_DIR="")
     assert failed.returncode == 2
