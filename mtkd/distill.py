@@ -4,18 +4,124 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mtkd.engine import get_engine
-from mtkd.fusion import Strategy, TeacherLogits, alpha_at  # noqa: F401  (alpha_at, TeacherLogits: re-exported)
+from mtkd.fusion import Strategy, TeacherLogits, alpha_at, get_strategy, loss_settings  # noqa: F401  (alpha_at, TeacherLogits: re-exported)
 from mtkd.metrics import classification_metrics, fidelity, softmax, summarize
-from mtkd.models import build_classifier
+from mtkd.models import CompactVocabulary, build_classifier, special_ids
 from mtkd.training import encode, predict, train
 
 log = logging.getLogger("mtkd")
+
+
+@dataclass
+class SeedRun:
+    """Everything one student run needs: sent as is to a worker process when seeds run in parallel."""
+
+    strategy: str
+    teacher_names: list[str]
+    settings: dict
+    task: dict
+    labels: dict[str, np.ndarray]
+    encoded: dict  # split → Encoded (tokenised once per task)
+    teachers: TeacherLogits | None
+    student: object  # params.student
+    runtime: object  # params.runtime
+    seed: int
+    save_dir: Path | None  # the first seed's student is saved
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    scores: dict
+    predictions: dict[str, np.ndarray]
+    curves: list[dict]
+
+
+def train_seed(run: SeedRun) -> SeedResult:
+    """One student: built and seeded, distilled under its strategy, scored on validation and test."""
+    cfg, runtime, task, seed = run.student, run.runtime, run.task, run.seed
+    C, primary = task["num_classes"], task["primary_metric"]
+    strategy = get_strategy(run.strategy, run.teacher_names)
+    distiller = strategy.distiller(run.teachers, run.labels, run.settings)
+    model, tokenizer = build_classifier(cfg, C, seed)
+    pad_id = tokenizer.pad_token_id or 0
+    vocab = CompactVocabulary(model, run.encoded, special_ids(tokenizer)) if runtime.compact_vocabulary else None
+    enc, pad_id = (vocab.encoded, vocab.pad_id(pad_id)) if vocab else (run.encoded, pad_id)
+    modules = distiller.start(seed, model.config.dim if hasattr(model.config, "dim") else model.config.hidden_size)
+    curves: list[dict] = []
+    result = train(model, enc["train"], enc["validation"], cfg, seed=seed, pad_id=pad_id, num_classes=C,
+                   primary_metric=primary, bf16=runtime.bf16, bucketing=runtime.length_bucketing,
+                   objective=distiller.loss, needs_hidden=distiller.needs_hidden, extra_modules=modules or None,
+                   extra_lr=distiller.modules_learning_rate, desc=f"{strategy.name} seed {seed}",
+                   on_epoch=lambda row: curves.append({"task": task["task"], "seed": seed, **row}))
+    scores = {"best_epoch": result.best_epoch, "validation": result.validation}
+    predictions = {}
+    for split in (s for s in enc if s.startswith("test")):
+        hidden = None
+        if distiller.needs_hidden:
+            logits, hidden = predict(model, enc[split], pad_id, cfg.per_device_eval_batch_size, runtime.bf16,
+                                     return_hidden=True)
+        else:
+            logits = predict(model, enc[split], pad_id, cfg.per_device_eval_batch_size, runtime.bf16)
+        predictions[f"{split}/seed{seed}"] = logits
+        scores[split] = classification_metrics(logits, run.labels[split], C)
+        if run.teachers is not None and split == "test":
+            teachers = run.teachers
+            fid = {name: fidelity(logits, softmax(teachers.splits[split][k])) for k, name in enumerate(teachers.names)}
+            fused, records = distiller.fused_test(split, logits, hidden)
+            scores.update(records)
+            if fused is not None:
+                fid["fused"] = fidelity(logits, fused)
+                # what this student was distilled towards, at T = 1: analysis bootstraps its fidelity
+                predictions[f"{split}/fused/seed{seed}"] = np.asarray(fused, dtype=np.float32)
+            scores["fidelity"] = fid
+    predictions[f"validation/seed{seed}"] = predict(model, enc["validation"], pad_id, cfg.per_device_eval_batch_size,
+                                                    runtime.bf16)
+    scores.update(distiller.seed_record())
+    log.info("%s %s seed %d: test %s %.4f", strategy.name, task["task"], seed, primary, scores["test"][primary])
+    if vocab is not None:
+        vocab.restore(result.weight_decay_factor)  # the full matrix again: an ordinary checkpoint
+    if run.save_dir is not None and get_engine().is_main:
+        from mtkd.io import atomic_path
+
+        with atomic_path(run.save_dir, is_dir=True) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+    return SeedResult(seed, scores, predictions, curves)
+
+
+def _start_worker(threads: int) -> None:
+    import torch
+    import transformers
+
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    transformers.logging.set_verbosity_error()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def run_seeds(runs: list[SeedRun], workers: int, threads: int) -> list[SeedResult]:
+    """The runs one after another, or ``workers`` at a time in spawned processes of ``threads`` threads each.
+
+    A seed's student depends only on its own run (its seed fixes initialisation, batch order
+    and dropout), so the results are the same whichever process trains it and in which order;
+    they differ from a run with another thread count in their last bits, as any CPU run does.
+    """
+    if workers <= 1 or len(runs) <= 1:
+        return [train_seed(r) for r in runs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(runs)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker, initargs=(threads,)) as pool:
+        return list(pool.map(train_seed, runs))
 
 
 def distill_task(strategy: Strategy, settings: dict, task: dict, frames: dict[str, pd.DataFrame],
@@ -24,62 +130,34 @@ def distill_task(strategy: Strategy, settings: dict, task: dict, frames: dict[st
     """Train the student of ``strategy`` once per seed; return (metrics, predictions).
 
     ``settings`` is what the strategy reads from params (:meth:`Strategy.settings`); the
-    strategy's :class:`~mtkd.fusion.Distiller` supplies the teacher term.
+    strategy's :class:`~mtkd.fusion.Distiller` supplies the teacher term. With
+    ``runtime.seed_workers`` > 1 (one process, CPU), seeds train side by side in worker
+    processes that share ``runtime.num_threads``.
     """
+    from mtkd.models import check_model_source, load_tokenizer
+
     cfg, runtime = params.student, params.runtime
-    C, primary = task["num_classes"], task["primary_metric"]
+    if cfg.model_name_or_path is not None:  # one clear line before any work (as build_classifier does)
+        check_model_source(cfg, task["num_classes"], "student")
     labels = {s: f["label"].to_numpy(dtype=np.int64) for s, f in frames.items()}
     test_splits = [s for s in frames if s.startswith("test")]
-    distiller = strategy.distiller(teachers, labels, settings)
-
+    tokenizer = load_tokenizer(cfg, key="student")
+    encoded = {s: encode(tokenizer, f, cfg.max_seq_length) for s, f in frames.items()}  # once per task
+    teacher_names = teachers.names if teachers is not None else []
+    runs = [SeedRun(strategy.name, teacher_names, settings, task, labels, encoded, teachers, cfg, runtime, seed,
+                    save_dir if i == 0 else None) for i, seed in enumerate(params.seeds)]
+    engine = get_engine()
+    workers = runtime.seed_workers if not engine.distributed and engine.device.type == "cpu" else 1
+    results = run_seeds(runs, workers, max(1, runtime.num_threads // max(1, workers)))
     per_seed, predictions = {}, {}
-    encoded = None
-    for i, seed in enumerate(params.seeds):
-        model, tokenizer = build_classifier(cfg, C, seed)
-        if encoded is None:  # tokenise once per task, reuse for every seed
-            encoded = {s: encode(tokenizer, f, cfg.max_seq_length) for s, f in frames.items()}
-        pad_id = tokenizer.pad_token_id or 0
-        modules = distiller.start(seed, model.config.dim if hasattr(model.config, "dim") else model.config.hidden_size)
-
-        def on_epoch(row, seed=seed):
-            curves.append({"task": task["task"], "seed": seed, **row})
-
-        result = train(model, encoded["train"], encoded["validation"], cfg, seed=seed, pad_id=pad_id, num_classes=C,
-                       primary_metric=primary, bf16=runtime.bf16, bucketing=runtime.length_bucketing,
-                       objective=distiller.loss, needs_hidden=distiller.needs_hidden, extra_modules=modules or None,
-                       extra_lr=distiller.modules_learning_rate, desc=f"{strategy.name} seed {seed}", on_epoch=on_epoch)
-        seed_scores = {"best_epoch": result.best_epoch, "validation": result.validation}
-        for split in test_splits:
-            hidden = None
-            if distiller.needs_hidden:
-                logits, hidden = predict(model, encoded[split], pad_id, cfg.per_device_eval_batch_size, runtime.bf16,
-                                         return_hidden=True)
-            else:
-                logits = predict(model, encoded[split], pad_id, cfg.per_device_eval_batch_size, runtime.bf16)
-            predictions[f"{split}/seed{seed}"] = logits
-            seed_scores[split] = classification_metrics(logits, labels[split], C)
-            if teachers is not None and split == "test":
-                fid = {name: fidelity(logits, softmax(teachers.splits[split][k])) for k, name in enumerate(teachers.names)}
-                fused, records = distiller.fused_test(split, hidden)
-                seed_scores.update(records)
-                if fused is not None:
-                    fid["fused"] = fidelity(logits, fused)
-                seed_scores["fidelity"] = fid
-        val_logits = predict(model, encoded["validation"], pad_id, cfg.per_device_eval_batch_size, runtime.bf16)
-        predictions[f"validation/seed{seed}"] = val_logits
-        seed_scores.update(distiller.seed_record())
-        per_seed[str(seed)] = seed_scores
-        log.info("%s %s seed %d: test %s %.4f", strategy.name, task["task"], seed, primary, seed_scores["test"][primary])
-        if i == 0 and save_dir is not None and get_engine().is_main:
-            from mtkd.io import atomic_path
-
-            with atomic_path(save_dir, is_dir=True) as tmp:
-                model.save_pretrained(tmp, safe_serialization=True)
-                tokenizer.save_pretrained(tmp)
+    for r in results:
+        per_seed[str(r.seed)] = r.scores
+        predictions.update(r.predictions)
+        curves.extend(r.curves)
     for split in test_splits:
         predictions[f"{split}/ids"] = frames[split]["id"].to_numpy(dtype=str)
     predictions["validation/ids"] = frames["validation"]["id"].to_numpy(dtype=str)
-    return aggregate(per_seed, [*test_splits, "validation"], distiller.T, distiller.alpha, distiller.schedule), predictions
+    return aggregate(per_seed, [*test_splits, "validation"], *loss_settings(settings)), predictions
 
 
 def aggregate(per_seed: dict, splits: list[str], T: float, alpha: float, schedule: str = "constant") -> dict:

@@ -18,7 +18,7 @@ No caller compares strategy names.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -60,6 +60,9 @@ class Strategy:
     name: str = ""
     kind: ClassVar[str] = "multi"  # baseline | single | multi
     uses_teachers: ClassVar[bool] = True
+    # Its train targets are a function of the teachers' logits alone (computed once per task).
+    fixed: ClassVar[bool] = True
+    # It trains modules of its own with the student (learned fusion).
     learned: ClassVar[bool] = False
     # Permuting the teachers (with their names) leaves the targets unchanged.
     symmetric: ClassVar[bool] = True
@@ -89,6 +92,9 @@ class Strategy:
 
     def check(self, teachers: list[str]) -> None:
         """Refuse (MtkdError) a strategy that cannot run with these teachers."""
+
+    def check_settings(self, distill, teachers: list[str]) -> None:
+        """Refuse (MtkdError, naming the key) settings that cannot work with these teachers."""
 
     def fuse(self, z: torch.Tensor, T: float, ctx: FusionContext) -> torch.Tensor:
         """``z`` [K, n, C] teacher logits → ``p_T`` [n, C] (fixed strategies only)."""
@@ -197,6 +203,12 @@ def fusion_context(teachers: TeacherLogits, labels: np.ndarray, validation_label
     return FusionContext(teachers.names, teachers.validation_metric, torch.from_numpy(labels), temps)
 
 
+def loss_settings(settings: dict) -> tuple[float, float, str]:
+    """(T, α, α schedule) of a strategy's settings; a strategy without a teacher term: (1, 0, constant)."""
+    T, alpha = float(settings.get("T", 1.0)), float(settings.get("alpha", 0.0))
+    return T, alpha, (settings.get("alpha_schedule", "constant") if alpha else "constant")
+
+
 class Distiller:
     """One strategy on one task: fixed targets on train, the SPEC §6 loss, the fused test distribution.
 
@@ -209,12 +221,10 @@ class Distiller:
     def __init__(self, strategy: Strategy, teachers: TeacherLogits | None, labels: dict[str, np.ndarray], settings: dict):
         teachers = teachers if strategy.uses_teachers else None
         self.strategy, self.teachers, self.labels = strategy, teachers, labels
-        self.T = float(settings.get("T", 1.0))
-        self.alpha = float(settings.get("alpha", 0.0))
-        self.schedule = settings.get("alpha_schedule", "constant") if self.alpha else "constant"
+        self.T, self.alpha, self.schedule = loss_settings(settings)
         self.settings = settings
         self.ctx = fusion_context(teachers, labels["train"], labels["validation"]) if teachers is not None else None
-        self.targets = self._fixed_targets("train", self.T) if teachers is not None and not strategy.learned else None
+        self.targets = self._fixed_targets("train", self.T) if teachers is not None and strategy.fixed else None
 
     def _fixed_targets(self, split: str, T: float) -> torch.Tensor:
         z = torch.from_numpy(self.teachers.splits[split]).double()
@@ -235,8 +245,11 @@ class Distiller:
         target = None if self.targets is None else self.targets[idx].to(logits.device)
         return kd_loss(logits, target, y, self.T, alpha_at(self.alpha, self.schedule, progress))
 
-    def fused_test(self, split: str, hidden: np.ndarray | None) -> tuple[np.ndarray | None, dict]:
-        """The fused teacher distribution at T = 1 on ``split`` (fidelity's reference), and extra per-seed records."""
+    def fused_test(self, split: str, logits: np.ndarray, hidden: np.ndarray | None) -> tuple[np.ndarray | None, dict]:
+        """The fused teacher distribution at T = 1 on ``split`` (fidelity's reference), and extra per-seed records.
+
+        ``logits`` and ``hidden`` are the trained student's on ``split`` (for fusions that depend on them).
+        """
         if self.teachers is None:
             return None, {}
         return self._fixed_targets(split, 1.0).numpy(), {}
@@ -256,6 +269,7 @@ class NoTeacher(Strategy):
 
     kind = "baseline"
     uses_teachers = False
+    fixed = False
 
 
 def teacher_weights(ctx: FusionContext) -> torch.Tensor:
@@ -294,13 +308,41 @@ def prob_average(z, T, ctx):
     return torch.softmax(z / T, dim=-1).mean(0)
 
 
-@fusion("confidence_aware")
-def confidence_aware(z, T, ctx):
-    if ctx.labels is None:
-        raise ValueError("confidence_aware fusion needs the gold labels of the fused examples")
-    ce = -torch.log_softmax(z, dim=-1)[:, torch.arange(z.shape[1]), ctx.labels]  # [K, n]
-    w = torch.softmax(-ce, dim=0)  # w_k ∝ exp(−CE_k)
+def teacher_cross_entropy(z: torch.Tensor, labels: torch.Tensor | None, strategy: str) -> torch.Tensor:
+    """CE_k of every teacher on the gold label of every example, at T = 1: ``[K, n]``."""
+    if labels is None:
+        raise ValueError(f"{strategy} fusion needs the gold labels of the fused examples")
+    return -torch.log_softmax(z, dim=-1)[:, torch.arange(z.shape[1]), labels]
+
+
+@fusion("likelihood_weighted")
+def likelihood_weighted(z, T, ctx):
+    """Per example, w_k ∝ exp(−CE_k) = p_k(y): each teacher weighted by the probability it gives the gold label.
+
+    (Named `confidence_aware` before; it is not CA-MKD, whose weights are ``ca_mkd``'s.)
+    """
+    w = torch.softmax(-teacher_cross_entropy(z, ctx.labels, "likelihood_weighted"), dim=0)
     return torch.softmax(torch.einsum("kn,knc->nc", w, z) / T, dim=-1)
+
+
+def ca_mkd_weights(ce: torch.Tensor) -> torch.Tensor:
+    """CA-MKD's per-example teacher weights (Zhang et al., ICASSP 2022, Eq. 2): w_k = (1 − softmax_k(CE_k)) / (K − 1)."""
+    K = ce.shape[0]
+    if K < 2:
+        raise ValueError("ca_mkd needs at least two teachers")
+    return (1.0 - torch.softmax(ce, dim=0)) / (K - 1)
+
+
+@fusion("ca_mkd")
+def ca_mkd(z, T, ctx):
+    """CA-MKD as published: Σ_k w_k · KL(p_k,T ‖ q_T), w_k from the teachers' cross-entropy on the gold label.
+
+    A convex combination of per-teacher KL terms has the gradient of one KL to the mixture
+    Σ_k w_k p_k,T (they differ by the teachers' entropies, a constant), so the target is that
+    mixture. The authors' code also divides the sum by K, a constant factor on α; not done here.
+    """
+    w = ca_mkd_weights(teacher_cross_entropy(z, ctx.labels, "ca_mkd"))  # [K, n], columns sum to 1
+    return torch.einsum("kn,knc->nc", w, torch.softmax(z / T, dim=-1))
 
 
 @fusion("calibrated_average")
@@ -326,6 +368,101 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
 
 
 # ---------------------------------------------------------------------------------------------
+# Adaptive per batch: AE-KD
+
+
+class AeKdParams(Strict):
+    # AE-KD's tolerance C for disagreement among teachers (Du et al., NeurIPS 2020): each teacher's
+    # weight is at most C, so C = 1 is the plain min-norm point and C = 1/K the uniform average.
+    # The authors' default is 0.6; it must lie in [1/K, 1] (checked against the teachers).
+    tolerance: float = Field(0.6, gt=0, le=1)
+
+
+def min_norm_weights(grads: np.ndarray, tolerance: float) -> np.ndarray:
+    """argmin ‖Σ_k w_k g_k‖² over 0 ≤ w_k ≤ tolerance, Σ_k w_k = 1 (``grads`` [K, C]), by SLSQP.
+
+    The authors solve the same problem as a ν-one-class SVM (libsvm); libsvm fails when the
+    gradients are collinear, which is every batch of a binary task (softmax gradients sum to 0).
+    """
+    from scipy.optimize import minimize
+
+    K = grads.shape[0]
+    gram = grads @ grads.T
+    scale = float(np.trace(gram)) or 1.0
+    gram = gram / scale
+    start = np.full(K, 1.0 / K)
+    result = minimize(lambda w: float(w @ gram @ w), start, jac=lambda w: 2.0 * gram @ w, method="SLSQP",
+                      bounds=[(0.0, tolerance)] * K, constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0,
+                                                                    "jac": lambda w: np.ones_like(w)}],
+                      options={"ftol": 1e-15, "maxiter": 200})
+    w = np.clip(result.x, 0.0, tolerance)
+    return w / w.sum()
+
+
+def ae_kd_weights(student_logits: torch.Tensor, teacher_probs: torch.Tensor, T: float, tolerance: float) -> torch.Tensor:
+    """AE-KD's teacher weights for one batch: the min-norm point of the teachers' KD gradients.
+
+    ``student_logits`` [B, C], ``teacher_probs`` [K, B, C] at temperature T. The gradient of
+    T²·KL(p_k ‖ q_T) with respect to the student logits is T·(q_T − p_k) per example; averaged
+    over the batch it is g_k [C] (as in the authors' code). The weights solve
+    min ‖Σ_k w_k g_k‖² over 0 ≤ w_k ≤ C, Σ w_k = 1, C the tolerance (:func:`min_norm_weights`).
+    """
+    K = teacher_probs.shape[0]
+    if not 1.0 / K - 1e-12 <= tolerance <= 1.0:
+        raise ValueError(f"AE-KD tolerance must lie in [1/K, 1] = [{1 / K:.3f}, 1] (got {tolerance})")
+    q = torch.softmax(student_logits.detach().double() / T, dim=-1)
+    g = (T * (q[None] - teacher_probs.double())).mean(1)  # [K, C]
+    return torch.from_numpy(min_norm_weights(g.numpy(), tolerance))
+
+
+@strategy("ae_kd")
+class AeKd(Strategy):
+    """AE-KD: per batch, teacher weights from the min-norm point of the teachers' KD gradients."""
+
+    fixed = False
+    own_params = "ae_kd"
+    Params = AeKdParams
+
+    def check_settings(self, distill, teachers):
+        K, tol = len(teachers), distill.ae_kd.tolerance
+        if tol < 1.0 / K - 1e-12:
+            raise MtkdError(f"distill.ae_kd.tolerance: must lie in [1/K, 1] = [{1 / K:.3g}, 1] for {K} teachers"
+                            f" (got {tol}; 1/K is the plain average, 1 the min-norm point)")
+
+    def distiller(self, teachers, labels, settings):
+        return AeKdDistiller(self, teachers, labels, settings)
+
+
+class AeKdDistiller(Distiller):
+    def __init__(self, strategy, teachers, labels, settings):
+        super().__init__(strategy, teachers, labels, settings)
+        self.tolerance = float(settings["ae_kd"]["tolerance"])
+        self.p_train = torch.softmax(torch.from_numpy(teachers.splits["train"]).double() / self.T, dim=-1).float()
+
+    def start(self, seed, hidden_size):
+        self.weight_log: list[torch.Tensor] = []
+        return []
+
+    def loss(self, logits, hidden, idx, y, progress):
+        p = self.p_train[:, idx].to(logits.device)  # [K, B, C]
+        w = ae_kd_weights(logits.cpu(), p.cpu(), self.T, self.tolerance).to(p.dtype)
+        self.weight_log.append(w)
+        # Σ_k w_k · KL(p_k ‖ q) has the gradient of KL(Σ_k w_k p_k ‖ q): the mixture is the target.
+        target = torch.einsum("k,kbc->bc", w.to(logits.device), p)
+        return kd_loss(logits, target, y, self.T, alpha_at(self.alpha, self.schedule, progress))
+
+    def fused_test(self, split, logits, hidden):
+        p1 = torch.softmax(torch.from_numpy(self.teachers.splits[split]).double(), dim=-1)
+        w = ae_kd_weights(torch.from_numpy(logits), p1, 1.0, self.tolerance)
+        weights = dict(zip(self.teachers.names, np.round(w.numpy().astype(float), 6).tolist()))
+        return torch.einsum("k,knc->nc", w, p1).numpy(), {"teacher_weights_test": weights}
+
+    def seed_record(self):
+        mean = torch.stack(self.weight_log).mean(0).numpy().astype(float)
+        return {"teacher_weights_train": dict(zip(self.teachers.names, np.round(mean, 6).tolist()))}
+
+
+# ---------------------------------------------------------------------------------------------
 # Learned: gating
 
 
@@ -340,10 +477,14 @@ class GatingFusion(nn.Module):
     def weights(self, h: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.g(h.detach() if self.detach_hidden else h), dim=-1)  # [n, K]
 
+    def fused_logits(self, h: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``h`` [n, H] student first-token states, ``z`` [K, n, C] → (Σ_k w_k z_k [n, C], w [n, K])."""
+        w = self.weights(h)
+        return torch.einsum("nk,knc->nc", w.to(z.dtype), z), w
+
     def forward(self, h: torch.Tensor, z: torch.Tensor, T: float) -> tuple[torch.Tensor, torch.Tensor]:
         """``h`` [n, H] student first-token states, ``z`` [K, n, C] → (p_T [n, C], w [n, K])."""
-        w = self.weights(h)
-        fused = torch.einsum("nk,knc->nc", w.to(z.dtype), z)
+        fused, w = self.fused_logits(h, z)
         return torch.softmax(fused / T, dim=-1), w
 
 
@@ -351,6 +492,11 @@ class GatingParams(Strict):
     hidden_size: int = Field(64, ge=1)
     detach_hidden: bool = True
     learning_rate: float = Field(1e-3, gt=0, lt=1)
+    # label_likelihood: the gate maximises the gold label's likelihood under its fused teacher
+    # distribution at T = 1, and the student distils from that distribution, detached. kd: the
+    # seed's, the gate is trained by the student's own loss (which rewards high-entropy targets
+    # and targets the student already matches, not correct teachers).
+    objective: Literal["label_likelihood", "kd"] = "label_likelihood"
 
 
 @strategy("gating")
@@ -358,6 +504,7 @@ class Gating(Strategy):
     """Per-example teacher weights from an MLP on the student's first-token state, trained jointly."""
 
     learned = True
+    fixed = False
     own_params = "gating"
     Params = GatingParams
 
@@ -381,11 +528,17 @@ class GatingDistiller(Distiller):
         return self.settings["gating"]["learning_rate"]
 
     def loss(self, logits, hidden, idx, y, progress):
-        p_T, w = self.gate(hidden, self.z_train[:, idx].to(logits.device), self.T)
+        fused, w = self.gate.fused_logits(hidden, self.z_train[:, idx].to(logits.device))
         self.gate_log.append(w.detach().mean(0).cpu())
-        return kd_loss(logits, p_T, y, self.T, alpha_at(self.alpha, self.schedule, progress))
+        alpha = alpha_at(self.alpha, self.schedule, progress)
+        if self.settings["gating"].get("objective", "kd") == "kd":
+            return kd_loss(logits, torch.softmax(fused / self.T, dim=-1), y, self.T, alpha)
+        # The gate learns which teacher to trust from the gold labels; the student distils from
+        # the gate's fusion as from a fixed target (detached), so its own loss cannot steer the gate.
+        gate_nll = torch.nn.functional.cross_entropy(fused.float(), y)
+        return kd_loss(logits, torch.softmax(fused / self.T, dim=-1).detach(), y, self.T, alpha) + gate_nll
 
-    def fused_test(self, split, hidden):
+    def fused_test(self, split, logits, hidden):
         with torch.no_grad():
             p1, w = self.gate.eval().cpu()(torch.from_numpy(hidden), torch.from_numpy(self.teachers.splits[split]).float(), 1.0)
         weights = dict(zip(self.teachers.names, np.round(w.mean(0).numpy().astype(float), 6).tolist()))

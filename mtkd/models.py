@@ -12,6 +12,7 @@ import inspect
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer,
                           DistilBertConfig, DistilBertForSequenceClassification)
@@ -156,3 +157,56 @@ def distilbert_from_bert(bert_path: str, layers: list[int], num_labels: int) -> 
 def forward_kwargs(model) -> set[str]:
     """Which of input_ids / attention_mask / token_type_ids this model's forward accepts."""
     return set(inspect.signature(model.forward).parameters) & {"input_ids", "attention_mask", "token_type_ids"}
+
+
+def special_ids(tokenizer) -> list[int]:
+    """The tokenizer's special tokens (padding, [CLS], [SEP], unknown, mask): always kept by CompactVocabulary."""
+    return [int(i) for i in tokenizer.all_special_ids]
+
+
+class CompactVocabulary:
+    """Train with an input embedding holding only the rows a task's texts use, then write them back.
+
+    A batch touches a few hundred of a BERT vocabulary's 30k rows and a whole task only ~14.5k
+    (rt), yet every step zero-fills, clips and steps the full matrix: on a CPU that dense work
+    on 11.7M entries is a large share of a small student's step. Rows that no split of the task
+    contains get no gradient under full-vocabulary training either (AdamW only decays them), so
+    the trained model agrees with full-vocabulary training on every text of the task, and
+    :meth:`restore` writes the trained rows back into the full matrix: the saved checkpoint is
+    an ordinary Hugging Face model whose predictions on the task are the compact model's. The
+    other rows get what full-vocabulary AdamW would have done to them: weight decay alone.
+    """
+
+    def __init__(self, model, encoded: dict, keep_ids=()):
+        from mtkd.training import Encoded
+
+        used = {int(t) for enc in encoded.values() for ids in enc.input_ids for t in np.unique(ids)}
+        used |= {int(t) for t in keep_ids if t is not None and t >= 0}
+        if model.get_input_embeddings().padding_idx is not None:
+            used.add(int(model.get_input_embeddings().padding_idx))
+        self.rows = np.array(sorted(used), dtype=np.int64)
+        self.full = model.get_input_embeddings()
+        lookup = np.full(self.full.num_embeddings, -1, dtype=np.int64)
+        lookup[self.rows] = np.arange(len(self.rows))
+        self.model = model
+        self.encoded = {s: Encoded(e.ids, [lookup[ids] for ids in e.input_ids], e.token_type_ids, e.labels)
+                        for s, e in encoded.items()}
+        padding_idx = None if self.full.padding_idx is None else int(lookup[self.full.padding_idx])
+        compact = torch.nn.Embedding(len(self.rows), self.full.embedding_dim, padding_idx=padding_idx,
+                                     dtype=self.full.weight.dtype, device=self.full.weight.device)
+        with torch.no_grad():
+            compact.weight.copy_(self.full.weight[torch.from_numpy(self.rows)])
+        model.set_input_embeddings(compact)
+        self.lookup = lookup
+
+    def pad_id(self, pad_id: int) -> int:
+        return int(self.lookup[pad_id])
+
+    def restore(self, weight_decay_factor: float = 1.0) -> None:
+        """Put the full matrix back: the trained rows written in, the others decayed by ``weight_decay_factor``."""
+        compact = self.model.get_input_embeddings()
+        with torch.no_grad():
+            if weight_decay_factor != 1.0:
+                self.full.weight.mul_(weight_decay_factor)
+            self.full.weight[torch.from_numpy(self.rows)] = compact.weight.to(self.full.weight.dtype)
+        self.model.set_input_embeddings(self.full)

@@ -103,6 +103,12 @@ class Runtime(Strict):
     num_threads: int = Field(2, ge=1)
     bf16: bool = True
     length_bucketing: bool = True
+    # Train with an input embedding of only the token rows the task's texts use, written back into
+    # the full matrix before saving (mtkd.models.CompactVocabulary): same predictions, less dense work.
+    compact_vocabulary: bool = True
+    # Seeds trained side by side in this many worker processes of num_threads / seed_workers
+    # threads each (one CPU process only): small students use one thread poorly, two processes well.
+    seed_workers: int = Field(1, ge=1)
     # Command prefix that starts the training stages (train_teachers, extract_logits, distill):
     # `python` for one process; `torchrun --nproc_per_node 8` or `accelerate launch ...` to
     # scale a stage across processes, GPUs or nodes (mtkd.engine). Stage commands are written
@@ -176,6 +182,8 @@ class Params(Strict):
                 )
         if len(set(self.distill.strategies)) != len(self.distill.strategies):
             raise MtkdError("distill.strategies: names must be distinct")
+        for strategy in self.distill.strategies:
+            get_strategy(strategy).check_settings(self.distill, list(self.teachers))
         if isinstance(self.distill.T, dict):
             for key in self.distill.T:
                 if key not in valid:

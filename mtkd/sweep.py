@@ -136,6 +136,48 @@ def summarize_sweep(runs: list[Run], primary: dict[str, str]) -> dict:
     return out
 
 
+def chosen_temperatures(summary: dict) -> dict[str, float]:
+    """strategy → the T with the best validation score, averaged over the swept tasks (ties: the lower T)."""
+    by: dict[str, dict[float, list[float]]] = {}
+    for strategies in summary.values():
+        for strategy, s in strategies.items():
+            for T, v in s["validation_by_T"].items():
+                by.setdefault(strategy, {}).setdefault(float(T), []).append(v)
+    return {s: max(per_T, key=lambda t: (float(np.mean(per_T[t])), -t)) for s, per_T in sorted(by.items())}
+
+
+def write_temperatures(chosen: dict[str, float], params_file: Path) -> dict[str, float]:
+    """Set ``distill.T`` in ``params_file`` to the map strategy → chosen T (comments kept).
+
+    Every distilling strategy of ``distill.strategies`` gets an entry: the sweep's choice, or its
+    current temperature when the sweep did not cover it. The result is validated before writing.
+    """
+    import io
+
+    from ruamel.yaml import YAML
+
+    from mtkd.fusion import get_strategy
+    from mtkd.io import write_text
+    from mtkd.params import load_params, validate_params
+
+    current = load_params(params_file)
+    T_map = {s: float(chosen.get(s, current.distill.temperature(s))) for s in current.distill.strategies
+             if get_strategy(s).uses_teachers}
+    if unknown := sorted(set(chosen) - set(T_map)):
+        print(f"note: swept strategies not in distill.strategies, left out: {', '.join(unknown)}", file=sys.stderr)
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    doc = yaml.load(params_file.read_text())
+    doc["distill"]["T"] = T_map
+    buf = io.StringIO()
+    yaml.dump(doc, buf)
+    import yaml as pyyaml
+
+    validate_params(pyyaml.safe_load(buf.getvalue()), str(params_file))
+    write_text(params_file, buf.getvalue())
+    return T_map
+
+
 def heatmap(grid: dict, title: str):
     import plotly.graph_objects as go
 
@@ -176,6 +218,8 @@ def main(argv=None) -> int:
     ap.add_argument("--input", help="a saved `dvc exp show --json` file (default: run it)")
     ap.add_argument("--html", default="reports/sweep.html")
     ap.add_argument("--json", default="metrics/sweep.json")
+    ap.add_argument("--write-params", metavar="PARAMS", type=Path,
+                    help="also set distill.T in PARAMS (params.yaml) to each strategy's best T on validation")
     args = ap.parse_args(argv)
     try:
         if args.input:
@@ -193,6 +237,12 @@ def main(argv=None) -> int:
         summary = summarize_sweep(runs, primary)
         write_json(args.json, summary)
         report(runs, summary, primary).write(args.html)
+        if args.write_params is not None:
+            chosen = chosen_temperatures(summary)
+            if not chosen:
+                raise MtkdError("--write-params: the sweep has no strategy with two or more temperatures")
+            T_map = write_temperatures(chosen, args.write_params)
+            print(f"wrote distill.T to {args.write_params}: " + ", ".join(f"{k} {v:g}" for k, v in T_map.items()))
     except MtkdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -149,14 +149,20 @@ class HFKind(TeacherKind):
 
     def train(self, name, cfg, task, splits, out_dir, runtime, on_epoch=None, extra_files=None):
         from mtkd.engine import get_engine
-        from mtkd.models import build_classifier
-        from mtkd.training import encode, predict, train
+        from mtkd.models import CompactVocabulary, build_classifier, special_ids
+        from mtkd.training import encode, train
 
         model, tokenizer = build_classifier(cfg, task["num_classes"], cfg.seed, key=f"teachers.{name}")  # imports go to .cache/
         enc = {s: encode(tokenizer, f, cfg.max_seq_length) for s, f in splits.items()}
-        result = train(model, enc["train"], enc["validation"], cfg, seed=cfg.seed, pad_id=tokenizer.pad_token_id or 0,
+        pad_id = tokenizer.pad_token_id or 0
+        vocab = CompactVocabulary(model, enc, special_ids(tokenizer)) if getattr(runtime, "compact_vocabulary", False) else None
+        if vocab is not None:
+            enc, pad_id = vocab.encoded, vocab.pad_id(pad_id)
+        result = train(model, enc["train"], enc["validation"], cfg, seed=cfg.seed, pad_id=pad_id,
                        num_classes=task["num_classes"], primary_metric=task["primary_metric"], bf16=runtime.bf16,
                        bucketing=runtime.length_bucketing, desc=name, on_epoch=on_epoch)
+        if vocab is not None:
+            vocab.restore(result.weight_decay_factor)
         if not get_engine().is_main:  # under a multi-process launcher, one process writes
             return {"best_epoch": result.best_epoch, "history": result.history}
         with atomic_path(out_dir, is_dir=True) as tmp:

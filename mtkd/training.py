@@ -131,13 +131,21 @@ class TrainResult:
     best_epoch: int
     validation: dict[str, float]
     history: list[dict] = field(default_factory=list)
+    # What AdamW's decoupled weight decay alone did to a weight that never got a gradient, up
+    # to the kept checkpoint: Π_t (1 − lr_t · weight_decay) (CompactVocabulary.restore uses it).
+    weight_decay_factor: float = 1.0
 
 
 def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_id: int, num_classes: int,
           primary_metric: str, bf16: bool = True, bucketing: bool = True, objective: Objective | None = None,
           needs_hidden: bool = False, extra_modules: list[torch.nn.Module] | None = None,
-          extra_lr: float | None = None, desc: str = "train", on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+          extra_lr: float | None = None, desc: str = "train", on_epoch: Callable[[dict], None] | None = None,
+          timer: Callable[[str, np.ndarray], None] | None = None) -> TrainResult:
     """Fine-tune ``model``; keep the weights of the epoch with the best validation primary metric.
+
+    ``timer(phase, batch_indices)``, if given, is called as each phase of a step ends
+    (``batch``, ``forward``, ``backward``, ``clip``, ``optimizer``): ``bench/`` times this loop
+    itself, phase by phase, instead of a copy of it.
 
     ``args.per_device_train_batch_size`` is per process: N processes take one global batch
     of N × that size per step, each its own contiguous shard (see :mod:`mtkd.engine`).
@@ -177,8 +185,9 @@ def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_i
     # Evaluate a few times per epoch (HF's eval_steps): a curve even for one epoch, and a
     # best checkpoint chosen on validation at sub-epoch resolution.
     eval_every = max(1, -(-steps_per_epoch // args.evaluations_per_epoch))
+    tick = timer or (lambda phase, idx: None)
     best_state, best_score, result = None, -np.inf, TrainResult(0, {})
-    step = 0
+    step, decay_factor = 0, 1.0
     for epoch in range(1, args.num_train_epochs + 1):
         wrapped.train()
         for module in extra_modules:
@@ -189,18 +198,24 @@ def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_i
         for i, local in enumerate(bar, start=1):
             idx = pool[engine.shard(local)]
             batch = {k: v.to(engine.device) for k, v in collate(train_enc, idx, pad_id, keys).items()}
+            tick("batch", idx)
             with engine.autocast(bf16):
                 out = wrapped(**batch, output_hidden_states=needs_hidden)
             hidden = out.hidden_states[-1][:, 0].float() if needs_hidden else None
             loss = objective(out.logits.float(), hidden, idx, labels_all[idx].to(engine.device), step / total)
+            tick("forward", idx)
             optimizer.zero_grad(set_to_none=True)
             engine.backward(loss)
             engine.average_gradients([p for m in extra_modules for p in m.parameters()])
+            tick("backward", idx)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            tick("clip", idx)
+            decay_factor *= 1.0 - optimizer.param_groups[0]["lr"] * args.weight_decay
             optimizer.step()
             scheduler.step()
             step += 1
             losses.append(float(loss.detach()))
+            tick("optimizer", idx)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
             if i % eval_every and i != steps_per_epoch:
                 continue
@@ -218,5 +233,6 @@ def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_i
             if val[primary_metric] > best_score:
                 best_score, best_state = val[primary_metric], copy.deepcopy(model.state_dict())
                 result.best_epoch, result.validation = row["epoch"], val
+                result.weight_decay_factor = decay_factor
     model.load_state_dict(best_state)
     return result

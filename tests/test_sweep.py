@@ -83,3 +83,26 @@ def test_failed_queued_and_stale_rows_are_not_cells():
     runs = collect([stale, base])
     assert [r.name for r in runs] == ["workspace", "base", "ok"]
     assert set(cells(runs, "average", "rt", "accuracy")) == {(6.0, 0.5), (3.0, 0.5)}
+
+
+def test_write_params_sets_the_T_map_chosen_on_validation(tmp_path, capsys):
+    from pathlib import Path
+
+    import yaml
+
+    from mtkd.params import load_params
+
+    root = Path(__file__).resolve().parents[1]
+    params = tmp_path / "params.yaml"
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["distill"]["strategies"] = ["none", "single_minilm_l6", "average"]
+    params.write_text("# my comment survives\n" + yaml.safe_dump(p, sort_keys=False))
+    src = tmp_path / "exp.json"
+    src.write_text(json.dumps(exp_show()))
+    assert main(["--input", str(src), "--html", str(tmp_path / "s.html"), "--json", str(tmp_path / "s.json"),
+                 "--write-params", str(params)]) == 0
+    got = load_params(params)
+    # average: best validation over α at T=3 (0.84); single_minilm_l6 was not swept: its current T; none reads no T.
+    assert got.distill.T == {"single_minilm_l6": 6.0, "average": 3.0}
+    assert params.read_text().startswith("# my comment survives")
+    assert "single_a" in capsys.readouterr().err  # swept but not run here: left out, said so
