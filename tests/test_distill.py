@@ -48,3 +48,35 @@ def test_seed_workers_train_the_same_students_as_one_process(task, strategy):
     assert sorted(p1) == sorted(p2) and all(np.array_equal(p1[k], p2[k]) for k in p1)
     assert sorted(m1["seeds"]) == ["0", "1", "2"]
     torch.set_num_threads(2)
+
+
+def test_same_seed_same_start_and_batch_order_for_every_strategy(task, monkeypatch):
+    """Common random numbers (issue #12): seed s gives every strategy's student the same initial
+    weights and the same batches in the same order, so comparisons can pair by seed."""
+    import mtkd.distill as distill
+
+    meta, frames, teachers = task
+    seen = {}
+    real_train = distill.train
+
+    def recording_train(model, *args, seed, **kwargs):
+        start = torch.cat([p.detach().flatten().float() for p in model.parameters()]).clone()
+        batches = []
+        kwargs["timer"] = lambda phase, idx: batches.append(np.asarray(idx).copy()) if phase == "batch" else None
+        result = real_train(model, *args, seed=seed, **kwargs)
+        seen.setdefault(name, {})[seed] = (start, batches)
+        return result
+
+    monkeypatch.setattr(distill, "train", recording_train)
+    p = params(1, 1)
+    for name in ("none", "average", "single_a"):
+        entry = get_strategy(name, teachers.names)
+        distill_task(entry, entry.settings(p.distill), meta, frames, teachers if entry.uses_teachers else None, p, None, [])
+    for seed in (0, 1, 2):
+        start, batches = seen["none"][seed]
+        for name in ("average", "single_a"):
+            other_start, other_batches = seen[name][seed]
+            assert torch.equal(start, other_start), (name, seed)
+            assert len(batches) == len(other_batches) > 0
+            assert all(np.array_equal(a, b) for a, b in zip(batches, other_batches)), (name, seed)
+    assert not torch.equal(seen["none"][0][0], seen["none"][1][0])  # and another seed is another start

@@ -26,10 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Each figure's reading sentence on the synthetic tree (hand-checked against test_analysis' numbers).
 READINGS = {
-    "fig-rt-strategies": "rt test accuracy: highest student is single_a 75.0% [75.0%, 75.0%]; none 52.5%; "
+    # single_a is the same student on both seeds: its interval is over the 10 test groups alone
+    "fig-rt-strategies": "rt test accuracy: highest student is single_a 75.0% [50.0%, 100.0%]; none 52.5%; "
                          "best teacher (chosen on validation) a 75.0%.",
-    "fig-rt-gap": "rt: best multi average closes 89% and best single single_b closes 44% of the 22.5 pp gap "
-                  "between none and the best teacher (a).",
+    "fig-rt-comparisons": "rt: of 8 comparisons (each multi vs each single, each vs none; 2 seeds × 10 test examples "
+                          "resampled, Holm-adjusted), 0 exclude 0.",
+    # every student is right on a subset of teacher a's examples and on nearly all of none's: within [0, 1]
+    "fig-rt-gap": "rt: best multi average closes 89% [0%, 100%] and best single single_b closes 44% [0%, 100%] of "
+                  "the 22.5 pp gap between none and the best teacher (a).",
     "fig-rt-agreement": "rt: teachers all agree on 75.0% of test examples; where they disagree, student accuracy "
                         "ranges from 50.0% (none) to 100.0% (single_a).",
     "fig-rt-failures": "rt: of all student errors (every strategy, mean over seeds), 68% are examples every teacher "
@@ -137,3 +141,13 @@ def test_outputs_are_the_dvc_entries():
     entries = A.dvc_entries()
     assert sorted(A.OUTPUTS) == sorted(entries["outs"] + entries["outs_no_cache"] + entries["metrics"])
     assert [t.path for t in plot_tables()] == [p for p in A.OUTPUTS if p.startswith("plots/")]
+
+
+def test_gate_weights_sit_beside_each_teachers_score(synthetic):
+    """Issue #13: the report shows each teacher's gate weight beside that teacher's own test score."""
+    _, analysis, html = synthetic
+    table = get_figure("gates").details(analysis, "rt")
+    assert table == get_figure("gates").details(analysis, "rt") and table in html
+    # gating, test split: teacher a weight (0.6 + 0.5) / 2 = 0.55 beside a's test accuracy 75.0%
+    assert re.search(r"<td>gating</td>\s*<td>test</td>\s*<td>a</td>\s*<td>0\.550</td>\s*<td>75\.0%</td>", table)
+    assert re.search(r"<td>gating</td>\s*<td>test</td>\s*<td>c</td>\s*<td>0\.200</td>\s*<td>50\.0%</td>", table)

@@ -5,8 +5,12 @@ that reads inputs and writes outputs:
 
 - ``metrics/results.csv``            one row per (method, task, seed), every metric
 - ``metrics/summary.json``           per task: best teacher / single / multi (chosen on
-                                     validation, reported on test), multi-teacher advantage
-                                     with its seed interval, gap closed, paired bootstrap
+                                     validation, reported on test), the headline comparison
+                                     and how stable its validation pick is, gap closed with
+                                     intervals, what the design cannot tell
+- ``metrics/comparisons.json``       per task: every multi vs single and vs none comparison,
+                                     ``<A>_vs_<B>``: difference, 95% and Holm-adjusted intervals,
+                                     P(A > B), minimum detectable difference
 - ``metrics/agreement.json``         teacher agreement regions on test, student accuracy per region
 - ``metrics/failures.json``          what the teachers did on each student error
 - ``metrics/teacher_confidence.json`` max probability, entropy, share above 0.95 (train, test)
@@ -27,7 +31,8 @@ Modules, one concept each:
 
 - ``inputs``     reading the earlier stages' files, ids and seeds checked
 - ``tables``     the results table, choices on validation, each task's summary
-- ``bootstrap``  the paired bootstrap over test examples
+- ``verdict``    the comparison matrix: hierarchical bootstrap over seeds and test groups
+                 (:mod:`mtkd.stats`), Holm-adjusted; strategy, gap-closed, ECE and KL intervals
 - ``regions``    teacher agreement regions, failure categories, teacher confidence
 - ``readings``   the reading sentences (also quoted in the README's Findings)
 - ``registry``   the ``Figure`` registry: ``register_figure``, ``get_figure``, ``registered_figures``
@@ -44,22 +49,22 @@ spec) as its ``table``; plus its reading in ``tests/test_figures.py``. The repor
 ``dvc_entries()`` and the browser test pick it up from the registry.
 """
 
-from mtkd.analysis.bootstrap import NO_DIFFERENCE, confusion_counts, metric_from_confusion, paired_bootstrap
 from mtkd.analysis.outputs import OUTPUTS, dvc_entries  # outputs imports figures: the registry is full from here on
 from mtkd.analysis.page import Page
-from mtkd.analysis.readings import (agreement_sentence, confidence_sentence, failures_sentence, gap_sentence,
-                                    headline_sentence)
+from mtkd.analysis.readings import (agreement_sentence, comparisons_sentence, confidence_sentence, failures_sentence,
+                                    gap_sentence, headline_sentence)
 from mtkd.analysis.regions import (agreement_regions, confidence, failure_analysis, failure_category,
                                    region_accuracy)
 from mtkd.analysis.registry import Analysis, Figure, figure_ids, get_figure, registered_figures
 from mtkd.analysis.run import analysis_from_metrics, report_from_metrics, run_analysis
 from mtkd.analysis.tables import gap_closed, pick_best, rank_scores
+from mtkd.analysis.verdict import NO_DIFFERENCE, compare_students, comparison_key, comparison_pairs
 
 __all__ = [
     "OUTPUTS", "NO_DIFFERENCE", "Analysis", "Figure", "Page",
     "run_analysis", "report_from_metrics", "analysis_from_metrics", "dvc_entries",
     "registered_figures", "get_figure", "figure_ids",
-    "headline_sentence", "gap_sentence", "agreement_sentence", "failures_sentence", "confidence_sentence",
+    "headline_sentence", "comparisons_sentence", "gap_sentence", "agreement_sentence", "failures_sentence", "confidence_sentence",
     "agreement_regions", "region_accuracy", "failure_category", "failure_analysis", "confidence",
-    "gap_closed", "pick_best", "rank_scores", "confusion_counts", "metric_from_confusion", "paired_bootstrap",
+    "gap_closed", "pick_best", "rank_scores", "compare_students", "comparison_key", "comparison_pairs",
 ]

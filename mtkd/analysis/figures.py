@@ -15,8 +15,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mtkd.analysis.page import html_table
-from mtkd.analysis.readings import (agreement_sentence, confidence_sentence, curves_sentence, failures_sentence,
-                                    gap_sentence, gate_sentence, pct, ranking_sentence, strategies_sentence)
+from mtkd.analysis.readings import (agreement_sentence, comparisons_sentence, confidence_sentence, curves_sentence,
+                                    failures_sentence, gap_sentence, gate_sentence, pct, ranking_sentence,
+                                    score, strategies_sentence)
 from mtkd.analysis.regions import CONFIDENCE_SPLITS, FAILURES, HIGH_CONFIDENCE, REGIONS
 from mtkd.analysis.registry import Analysis, DvcPlot, plot_table, register_figure
 
@@ -66,8 +67,9 @@ def fig_strategies(a: Analysis, task: str):
     fig = go.Figure(go.Bar(
         x=[100 * x["test"] for x in v], y=names, orientation="h",
         marker_color=[KIND_COLOURS[x["kind"]] for x in v],
-        error_x=dict(type="data", symmetric=False, array=[100 * (x["ci95_high"] - x["test"]) for x in v],
-                     arrayminus=[100 * (x["test"] - x["ci95_low"]) for x in v]),
+        error_x=dict(type="data", symmetric=False,
+                     array=[0 if x["ci95_high"] is None else 100 * (x["ci95_high"] - x["test"]) for x in v],
+                     arrayminus=[0 if x["ci95_low"] is None else 100 * (x["test"] - x["ci95_low"]) for x in v]),
         hovertemplate="%{y}: %{x:.2f}<extra></extra>"))
     at: dict[float, list[str]] = {}
     for t, tv in s["teachers"].items():  # one line per distinct score, naming every teacher on it
@@ -75,11 +77,64 @@ def fig_strategies(a: Analysis, task: str):
     for x, names_at in at.items():
         fig.add_vline(x=100 * x, line_dash="dot", line_color=KIND_COLOURS["teacher"],
                       annotation_text=f"teacher {', '.join(names_at)}", annotation_position="top")
-    lo = min([100 * x["ci95_low"] for x in v] + [100 * t["test"] for t in s["teachers"].values()])
-    hi = max([100 * x["ci95_high"] for x in v] + [100 * t["test"] for t in s["teachers"].values()])
+    lo = min([100 * (x["test"] if x["ci95_low"] is None else x["ci95_low"]) for x in v]
+             + [100 * t["test"] for t in s["teachers"].values()])
+    hi = max([100 * (x["test"] if x["ci95_high"] is None else x["ci95_high"]) for x in v]
+             + [100 * t["test"] for t in s["teachers"].values()])
     pad = max(1.0, 0.1 * (hi - lo))
-    fig.update_xaxes(title=f"test {m} ×100 (mean over seeds, 95% CI)", range=[lo - pad, hi + pad])
+    fig.update_xaxes(title=f"test {m} ×100 (mean over seeds; 95% CI, seeds × test {s.get('group_by', 'example')}s)",
+                     range=[lo - pad, hi + pad])
     return _layout(fig, f"{task}: students by strategy (dotted: teachers)", height=120 + 40 * len(names))
+
+
+# ---------------------------------------------------------------------------------------------
+# Per task: the comparison matrix (issue #12)
+
+
+@plot_table("plots/comparisons.csv", ("label", "task", "a", "b", "diff_pp", "ci95_low_pp", "ci95_high_pp",
+                                      "ci_adj_low_pp", "ci_adj_high_pp", "p_holm", "prob_improvement", "verdict"),
+            DvcPlot("bar_horizontal", x="diff_pp", y="label",
+                    title="Paired test differences A - B (pp), seeds x test groups bootstrap", headline=True))
+def comparisons_table(a: Analysis) -> list[dict]:
+    """Every comparison of the matrix: A − B in pp with its 95% and Holm-adjusted intervals."""
+
+    def pp(v):
+        return None if v is None else round(100 * v, 4)
+
+    return [{"label": _label(task, f"{v['a']} - {v['b']}"), "task": task, "a": v["a"], "b": v["b"],
+             "diff_pp": pp(v["diff"]), "ci95_low_pp": pp(v["ci95_low"]), "ci95_high_pp": pp(v["ci95_high"]),
+             "ci_adj_low_pp": pp(v["ci_adj_low"]), "ci_adj_high_pp": pp(v["ci_adj_high"]), "p_holm": v["p_holm"],
+             "prob_improvement": v["prob_improvement"], "verdict": v["verdict"]}
+            for task, c in a.comparisons.items() for v in c["pairs"].values()]
+
+
+def _cell(v: dict) -> str:
+    if v["ci_adj_low"] is None:
+        return f"{100 * v['diff']:+.1f}"
+    mark = "*" if v["reject_holm"] else ""
+    return (f"{100 * v['diff']:+.1f}{mark}<br>[{100 * v['ci_adj_low']:+.1f}, {100 * v['ci_adj_high']:+.1f}]"
+            f"<br>P={v['prob_improvement']:.2f}")
+
+
+@register_figure("comparisons", per_task=True, table=comparisons_table,
+                 reading=lambda a, task: comparisons_sentence(task, a.comparisons[task]),
+                 drawn_if=lambda a, task: bool(a.comparisons.get(task, {}).get("pairs")),
+                 absent_note="{task}: no comparison matrix (needs single- or multi-teacher students).")
+def fig_comparisons(a: Analysis, task: str):
+    pairs = a.comparisons[task]["pairs"].values()
+    rows = list(dict.fromkeys(v["a"] for v in pairs))
+    cols = list(dict.fromkeys(v["b"] for v in pairs))
+    at = {(v["a"], v["b"]): v for v in pairs}
+    z = [[None if (r, c) not in at else 100 * at[r, c]["diff"] for c in cols] for r in rows]
+    text = [["" if (r, c) not in at else _cell(at[r, c]) for c in cols] for r in rows]
+    span = max([abs(x) for row in z for x in row if x is not None] + [0.5])
+    fig = go.Figure(go.Heatmap(z=z, x=cols, y=rows, text=text, texttemplate="%{text}", colorscale="RdBu",
+                               zmid=0, zmin=-span, zmax=span, colorbar=dict(title="A − B (pp)"),
+                               hovertemplate="%{y} − %{x}: %{z:.2f} pp<extra></extra>"))
+    fig.update_xaxes(title="B (single-teacher students, none)")
+    fig.update_yaxes(title="A", autorange="reversed")
+    return _layout(fig, f"{task}: test {a.summary[task]['primary_metric']} A − B, pp (Holm-adjusted 95% CI; * excludes 0)",
+                   height=160 + 70 * len(rows))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,17 +258,32 @@ def fig_curves(a: Analysis, task: str):
 # Per task: learned gate weights (only where a strategy has a gate)
 
 
+def gate_table(a: Analysis, task: str) -> str:
+    """Gate weight per teacher beside that teacher's own test score: does the gate trust the better teachers?"""
+    s = a.summary[task]
+    m = s["primary_metric"]
+    rows = [[strategy, split, t, f"{v:.3f}", score(s["teachers"][t]["test"], m) if t in s["teachers"] else "n/a"]
+            for strategy, weights in a.gates[task].items() for split, w in weights.items() for t, v in w.items()]
+    return html_table(["strategy", "split", "teacher", "mean gate weight", f"teacher test {m}"], rows)
+
+
 @register_figure("gates", per_task=True, drawn_if=lambda a, task: bool(a.gates.get(task)),
-                 reading=lambda a, task: " ".join(gate_sentence(task, s, w) for s, w in a.gates[task].items()))
+                 reading=lambda a, task: " ".join(gate_sentence(task, s, w) for s, w in a.gates[task].items()),
+                 details=gate_table)
 def fig_gates(a: Analysis, task: str):
+    s = a.summary[task]
     traces = []
     for strategy, weights in a.gates[task].items():
         for split, w in weights.items():
             traces.append(go.Bar(name=f"{strategy} ({split})", x=list(w), y=list(w.values())))
+    teachers = [t for t in next(iter(next(iter(a.gates[task].values())).values())) if t in s["teachers"]]
+    traces.append(go.Scatter(name=f"teacher test {s['primary_metric']}", x=teachers, mode="markers",
+                             y=[s["teachers"][t]["test"] for t in teachers], marker=dict(symbol="diamond", size=12,
+                                                                                          color=KIND_COLOURS["teacher"])))
     fig = go.Figure(traces)
     fig.update_layout(barmode="group")
-    fig.update_yaxes(title="mean gate weight (mean over seeds)", range=[0, 1])
-    return _layout(fig, f"{task}: learned gate weights per teacher")
+    fig.update_yaxes(title="mean gate weight (bars) · teacher test score (diamonds)", range=[0, 1])
+    return _layout(fig, f"{task}: learned gate weight per teacher, beside each teacher's test score")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,8 +36,12 @@ def read_curves(path: Path) -> list[dict]:
 
 
 def load_student_logits(path: Path, strategy: str, task: str, split: str, frame: pd.DataFrame, num_classes: int,
-                        seeds: list) -> dict[str, np.ndarray]:
-    """Student logits per seed from ``predictions/<strategy>.npz``, ids checked against the prepared split."""
+                        seeds: list, kind: str = "") -> dict[str, np.ndarray]:
+    """Student logits per seed from ``predictions/<strategy>.npz``, ids checked against the prepared split.
+
+    ``kind="fused/"`` reads what the student was distilled towards instead (probabilities at
+    T = 1; {} when the file holds none, as for ``none``).
+    """
     how = f"dvc repro distill@{strategy}"
     if not path.is_file():
         raise MtkdError(f"{path}: predictions not found (run `{how}`)")
@@ -54,8 +58,10 @@ def load_student_logits(path: Path, strategy: str, task: str, split: str, frame:
             raise MtkdError(f"{path}[{task}/{split}]: ids do not match data/prepared/{task}/{split}.parquet "
                             f"({len(ids)} vs {len(want)} ids); stale predictions, re-run `{how}`")
         out = {}
+        if kind and f"{task}/{split}/{kind}seed{seeds[0]}" not in npz.files:
+            return out
         for seed in seeds:
-            key = f"{task}/{split}/seed{seed}"
+            key = f"{task}/{split}/{kind}seed{seed}"
             if key not in npz.files:
                 raise MtkdError(f"{path}: no '{key}' for seed {seed} (re-run `{how}`)")
             z = np.asarray(npz[key], dtype=np.float32)
@@ -77,6 +83,9 @@ class TaskInputs:
     teacher_curves: dict[str, list[dict]]        # teacher → curve rows
     # teacher → in-sample train confidence, for teachers whose train logits are out-of-fold (oof_folds)
     train_in_sample: dict[str, dict] = field(default_factory=dict)
+    groups: dict[str, np.ndarray] = field(default_factory=dict)  # split → group of each example (the bootstrap unit)
+    student_validation: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # strategy → seed → logits
+    student_fused: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # strategy → seed → fused test probs
 
 
 def load_task_inputs(root: Path, task: str, teachers: list[str], strategies: list[str], seeds: list,
@@ -106,7 +115,7 @@ def load_task_inputs(root: Path, task: str, teachers: list[str], strategies: lis
         if not scores or not {"validation", "test"} <= set(scores):
             raise MtkdError(f"{path}: no validation/test scores for task '{task}' (re-run `dvc repro extract_logits@{t}-{task}`)")
         teacher_metrics[t] = scores
-    distill, student_test = {}, {}
+    distill, student_test, student_validation, student_fused = {}, {}, {}, {}
     for s in strategies:
         path = root / "metrics/distill" / f"{s}.json"
         block = distill_all[s].get(task)
@@ -117,13 +126,16 @@ def load_task_inputs(root: Path, task: str, teachers: list[str], strategies: lis
             raise MtkdError(f"{path}: results for seeds {have}, params.yaml seeds are {list(seeds)} "
                             f"(re-run `dvc repro distill@{s}`)")
         distill[s] = block
-        student_test[s] = load_student_logits(root / "predictions" / f"{s}.npz", s, task, "test", frames["test"], C, seeds)
-        # Validation predictions must describe the same examples as well.
-        load_student_logits(root / "predictions" / f"{s}.npz", s, task, "validation", frames["validation"], C, seeds)
+        path = root / "predictions" / f"{s}.npz"
+        student_test[s] = load_student_logits(path, s, task, "test", frames["test"], C, seeds)
+        student_validation[s] = load_student_logits(path, s, task, "validation", frames["validation"], C, seeds)
+        if fused := load_student_logits(path, s, task, "test", frames["test"], C, seeds, kind="fused/"):
+            student_fused[s] = fused
     teacher_curves = {t: read_curves(root / "plots/curves/teachers" / f"{t}-{task}.json") for t in teachers}
     return TaskInputs(task, meta, {s: f["label"].to_numpy(dtype=np.int64) for s, f in frames.items()}, logits,
                       teacher_metrics, distill, student_test, task_curves(curves_all, task, strategies),
-                      teacher_curves, train_in_sample)
+                      teacher_curves, train_in_sample, {s: f["group"].astype(str).to_numpy() for s, f in frames.items()},
+                      student_validation, student_fused)
 
 
 def task_curves(curves_all: dict[str, list], task: str, strategies: list[str]) -> dict[str, list[dict]]:

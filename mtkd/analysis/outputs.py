@@ -13,7 +13,8 @@ from mtkd.io import atomic_path
 RESULTS = "metrics/results.csv"
 # Analysis field → its metrics file (dvc metrics, git-tracked).
 METRICS = {"summary": "metrics/summary.json", "agreement": "metrics/agreement.json",
-           "failures": "metrics/failures.json", "confidence": "metrics/teacher_confidence.json"}
+           "failures": "metrics/failures.json", "confidence": "metrics/teacher_confidence.json",
+           "comparisons": "metrics/comparisons.json"}
 REPORT = "reports/report.html"  # ~5 MB with plotly.js inline: cached by DVC, not git
 
 OUTPUTS = (RESULTS, *METRICS.values(), *(t.path for t in plot_tables()), REPORT)

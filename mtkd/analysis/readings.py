@@ -31,16 +31,57 @@ def pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.0f}%"
 
 
+def pp(v: float | None) -> str:
+    """A difference of fractions as signed pp."""
+    return "n/a" if v is None else signed(100 * v)
+
+
+def pp_interval(low: float | None, high: float | None) -> str:
+    return "no interval" if low is None or high is None else interval(100 * low, 100 * high)
+
+
+def unit(s: dict) -> str:
+    """What the bootstrap resamples besides seeds: "movies", "reviews", "examples"."""
+    return f"{s.get('group_by', 'example')}s"
+
+
 def headline_sentence(task: str, s: dict) -> str:
-    single, multi = s["best_single"], s["best_multi"]
-    if not single or not multi:
+    h = s.get("headline")
+    if not h:
         return f"{task}: no comparison (needs at least one single-teacher and one multi-teacher strategy)."
-    adv, boot = s["multi_advantage_pp"], s["bootstrap"]
-    text = (f"{task}: Best multi ({multi['strategy']}) vs best single ({single['strategy']}): "
-            f"{signed(adv['mean'])} pp {interval(adv['ci95_low'], adv['ci95_high'])} over {adv['n_seeds']} seeds")
-    if boot:
-        text += (f"; paired bootstrap on test examples {signed(boot['diff_pp'])} pp "
-                 f"{interval(boot['ci95_low'], boot['ci95_high'])}: {boot['verdict']}")
+    text = (f"{task}: best multi ({h['multi']}) vs best single ({h['single']}), both chosen on validation: "
+            f"{pp(h['diff'])} pp on test")
+    if h["ci95_low"] is None:
+        return f"{text}; {h['note'] or 'no interval'}."
+    text += (f", 95% interval {pp_interval(h['ci95_low'], h['ci95_high'])} over {h['n_seeds']} seeds × "
+             f"{h['n_groups']} test {unit(s)}, Holm-adjusted over {h['family_size']} comparisons "
+             f"{pp_interval(h['ci_adj_low'], h['ci_adj_high'])}; P(multi > single) = {h['prob_improvement']:.2f}: "
+             f"{h['verdict']}")
+    sel = h.get("selection") or {}
+    if sel.get("pair_share") is not None:
+        text += (f". Resampling validation {unit(s)} and seeds picks this same pair {pct(sel['pair_share'])} of the time "
+                 f"({h['multi']} {pct(sel['a_share'])}, {h['single']} {pct(sel['b_share'])})")
+    if h.get("mdd") is not None:
+        text += (f". Smallest difference this design detects (80% power, measured seed and {s.get('group_by', 'example')} "
+                 f"variance): {100 * h['mdd']:.1f} pp")
+    return text + "."
+
+
+def comparisons_sentence(task: str, c: dict) -> str:
+    """How many comparisons of the matrix exclude 0 after Holm, and which."""
+    pairs = c["pairs"]
+    if not pairs:
+        return f"{task}: no comparisons (needs single- or multi-teacher students beside each other or none)."
+    tested = [v for v in pairs.values() if v["reject_holm"] is not None]
+    if not tested:
+        note = next(iter(pairs.values()))["note"]
+        return f"{task}: {len(pairs)} comparisons, none with an interval ({note})."
+    wins = [v for v in tested if v["reject_holm"]]
+    text = (f"{task}: of {len(pairs)} comparisons (each multi vs each single, each vs none; {c['n_seeds']} seeds × "
+            f"{c['n_groups']} test {c['group_by']}s resampled, Holm-adjusted), {len(wins)} exclude 0")
+    if wins:
+        text += ": " + "; ".join(f"{v['a']} {'>' if v['diff'] > 0 else '<'} {v['b']} ({pp(v['diff'])} pp "
+                                 f"{pp_interval(v['ci_adj_low'], v['ci_adj_high'])})" for v in wins)
     return text + "."
 
 
@@ -63,7 +104,15 @@ def gap_sentence(task: str, s: dict) -> str:
         return f"{task}: gap closed needs the none student and at least one teacher."
     if g["denominator_pp"] is None or abs(g["denominator_pp"]) < 100 * ZERO_GAP:
         return f"{task}: gap closed is undefined: the best teacher ({g['reference_teacher']}) ties with the none student."
-    parts = [f"{k.replace('_', ' ')} {s[k]['strategy']} closes {pct(g[k])}" for k in ("best_multi", "best_single") if s[k]]
+    intervals = g.get("intervals") or {}
+
+    def closed(strategy):
+        iv = intervals.get(strategy) or {}
+        ci = ("" if iv.get("ci95_low") is None else f" [{pct(iv['ci95_low'])}, {pct(iv['ci95_high'])}]")
+        return f"{pct(g['by_strategy'][strategy])}{ci}"
+
+    parts = [f"{k.replace('_', ' ')} {s[k]['strategy']} closes {closed(s[k]['strategy'])}"
+             for k in ("best_multi", "best_single") if s[k]]
     return (f"{task}: {' and '.join(parts) or 'no student is compared'} of the {g['denominator_pp']:.1f} pp gap "
             f"between none and the best teacher ({g['reference_teacher']}).")
 

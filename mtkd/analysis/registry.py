@@ -26,6 +26,7 @@ class Analysis:
     agreement: dict   # task → teacher agreement regions (metrics/agreement.json)
     failures: dict    # task → failure categories (metrics/failures.json)
     confidence: dict  # task → teacher confidence (metrics/teacher_confidence.json)
+    comparisons: dict  # task → the comparison matrix (metrics/comparisons.json)
     curves: dict      # task → (student curve rows by strategy, teacher curve rows by teacher)
     gates: dict       # task → strategy → mean gate weights (only strategies with a gate)
     setup: dict       # tasks, teachers, strategies, seeds: what the run was

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from mtkd.analysis.bootstrap import BOOTSTRAP_SEED, N_BOOTSTRAP
+import html
+
 from mtkd.analysis.page import Page, html_table
-from mtkd.analysis.readings import headline_sentence, interval, pct, score, signed
+from mtkd.analysis.readings import headline_sentence, pct, pp, pp_interval, score
+from mtkd.stats import BOOTSTRAP_SEED, N_RESAMPLES
 from mtkd.analysis.registry import Analysis, Figure, registered_figures
 
 TITLE = "mtkd report"
@@ -20,22 +22,31 @@ def headline_table(summary: dict) -> str:
     rows = []
     for task, s in summary.items():
         m = s["primary_metric"]
-        single, multi, adv, boot, gap = (s["best_single"], s["best_multi"], s["multi_advantage_pp"], s["bootstrap"],
-                                         s["gap_closed"])
+        single, multi, h, gap = s["best_single"], s["best_multi"], s.get("headline"), s["gap_closed"]
+        sel = (h or {}).get("selection") or {}
         rows.append([
             task, m,
             f"{s['best_teacher']['name']} {score(s['best_teacher']['test'], m)}" if s["best_teacher"] else "n/a",
             score(s["none"]["test"], m) if s["none"] else "n/a",
             f"{single['strategy']} {score(single['test'], m)}" if single else "n/a",
             f"{multi['strategy']} {score(multi['test'], m)}" if multi else "n/a",
-            f"{signed(adv['mean'])} {interval(adv['ci95_low'], adv['ci95_high'])}" if adv else "n/a",
-            f"{signed(boot['diff_pp'])} {interval(boot['ci95_low'], boot['ci95_high'])}" if boot else "n/a",
-            boot["verdict"] if boot else "n/a",
+            f"{pp(h['diff'])} {pp_interval(h['ci95_low'], h['ci95_high'])}" if h else "n/a",
+            pp_interval(h["ci_adj_low"], h["ci_adj_high"]) if h else "n/a",
+            f"{h['prob_improvement']:.2f}" if h and h["prob_improvement"] is not None else "n/a",
+            h["verdict"] if h else "n/a",
+            pct(sel.get("pair_share")),
+            f"{100 * h['mdd']:.1f}" if h and h.get("mdd") is not None else "n/a",
             f"{pct(gap['best_single'])} / {pct(gap['best_multi'])}",
         ])
     return html_table(["task", "metric", "best teacher", "none", "best single", "best multi",
-                       "advantage pp (seeds, 95% CI)", "bootstrap pp (95% CI)", "verdict", "gap closed single / multi"],
+                       "multi − single pp (95% CI)", "Holm-adjusted CI", "P(multi > single)", "verdict",
+                       "same pair on resampled validation", "detectable pp (80% power)", "gap closed single / multi"],
                       rows)
+
+
+def limits_list(summary: dict) -> str:
+    items = list(dict.fromkeys(limit for s in summary.values() for limit in s.get("limits", [])))
+    return "<ul>" + "".join(f"<li>{html.escape(limit)}</li>" for limit in items) + "</ul>" if items else ""
 
 
 def add_figure(page: Page, figure: Figure, analysis: Analysis, task: str | None = None) -> None:
@@ -58,9 +69,13 @@ def build_report(analysis: Analysis) -> Page:
     for task, s in analysis.summary.items():
         page.reading(headline_sentence(task, s))
     page.note("Best single / multi and best teacher are chosen on the validation primary metric and "
-              "reported on test. Advantage: paired per-seed differences, t-interval. Bootstrap: "
-              f"{N_BOOTSTRAP} paired resamples of test examples (seed {BOOTSTRAP_SEED}), students averaged over seeds. "
-              "Gap closed = (student − none) / (best teacher − none).")
+              f"reported on test. Intervals: {N_RESAMPLES} hierarchical bootstrap resamples (seed {BOOTSTRAP_SEED}) that "
+              "draw seeds and whole test groups (rt: movies) with replacement, every student on the same draws, paired "
+              "by seed; the difference is of seed means. Holm adjusts over every comparison of the matrix; a winner "
+              "is named only when the adjusted interval excludes 0. Gap closed = (student − none) / (best teacher − none).")
+    if limits := limits_list(analysis.summary):
+        page.heading("What this design cannot tell")
+        page.raw(limits)
     figures = registered_figures()
     for task in analysis.tasks:
         page.heading(f"Task {task}")

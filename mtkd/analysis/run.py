@@ -9,17 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtkd.analysis.bootstrap import paired_bootstrap, seed_averaged_predictions
+from mtkd.analysis import verdict
 from mtkd.analysis.inputs import TaskInputs, load_task_inputs, read_curves, read_distill, read_json, task_curves
 from mtkd.analysis.outputs import METRICS, REPORT, RESULTS, write_csv
 from mtkd.analysis.page import Page
 from mtkd.analysis.regions import agreement_analysis, base_failure_shares, failure_analysis, teacher_confidence
 from mtkd.analysis.registry import Analysis, plot_tables
 from mtkd.analysis.report import build_report
-from mtkd.analysis.tables import (best_of_kind, gate_weights, method_kind, results_rows, results_table, rounded,
-                                  strategy_scores, task_summary)
+from mtkd.analysis.tables import (best_of_kind, gate_weights, method_kind, pick_best, results_rows, results_table,
+                                  rounded, strategy_scores, task_summary)
 from mtkd.errors import MtkdError
 from mtkd.io import write_json
+from mtkd.metrics import softmax
 
 
 @dataclass
@@ -30,26 +31,47 @@ class TaskResults:
     confidence: dict
     rows: list[dict]
     gates: dict
+    comparisons: dict
 
 
-def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list) -> TaskResults:
+def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list, limits: list[str] | None = None) -> TaskResults:
     """Every number of one task from its loaded inputs (no I/O)."""
     primary, C = inp.meta["primary_metric"], inp.meta["num_classes"]
-    y = inp.labels["test"]
+    y, groups = inp.labels["test"], inp.groups["test"]
     kinds = {s: method_kind(s, teachers) for s in inp.distill}
     scores = {s: strategy_scores(b, primary) for s, b in inp.distill.items()}
     teacher_scores = {t: {"validation": rounded(m["validation"][primary]), "test": rounded(m["test"][primary])}
                       for t, m in inp.teacher_metrics.items()}
-    validation = {s: v["validation"] for s, v in scores.items()}
-    best_single, best_multi = best_of_kind(validation, kinds, "single"), best_of_kind(validation, kinds, "multi")
-    boot = None
-    if best_single and best_multi:
-        boot = {"multi": best_multi, "single": best_single,
-                **paired_bootstrap(y, seed_averaged_predictions(inp.student_test[best_multi]),
-                                   seed_averaged_predictions(inp.student_test[best_single]), primary, C)}
-    summary = task_summary(primary, teacher_scores, scores, kinds, len(y), len(seeds), boot)
     teacher_preds = inp.teacher_logits["test"].argmax(axis=2)
     student_preds = {s: {seed: z.argmax(axis=1) for seed, z in by.items()} for s, by in inp.student_test.items()}
+
+    # One plan: every student is scored on the same resamples of seeds and test groups.
+    plan = verdict.make_plan(groups, len(seeds))
+    intervals = {s: verdict.strategy_interval(y, p, primary, C, plan) for s, p in student_preds.items()}
+    for s, iv in intervals.items():  # the seeds-only t-interval of distill's metrics is replaced
+        scores[s]["test"].update(ci95_low=iv["ci95_low"], ci95_high=iv["ci95_high"])
+    pairs = verdict.compare_students(y, groups, student_preds, kinds, primary, C, plan)
+    validation = {s: v["validation"] for s, v in scores.items()}
+    best_single, best_multi = best_of_kind(validation, kinds, "single"), best_of_kind(validation, kinds, "multi")
+    val_preds = {s: {seed: z.argmax(axis=1) for seed, z in by.items()} for s, by in inp.student_validation.items()}
+    stability = (verdict.selection(inp.labels["validation"], inp.groups["validation"], val_preds, kinds, primary, C)
+                 if val_preds else None)
+    head = verdict.headline(pairs, best_multi, best_single, stability)
+    summary = task_summary(primary, teacher_scores, scores, kinds, len(y), len(seeds), head)
+    for s, iv in intervals.items():
+        summary["strategies"][s]["interval_note"] = iv["note"]
+    reference = pick_best({t: v["validation"] for t, v in teacher_scores.items()})
+    summary["gap_closed"]["intervals"] = verdict.gap_intervals(
+        y, groups, student_preds, teacher_preds[teachers.index(reference)] if reference else None, primary, C, plan)
+    probs = {s: {seed: softmax(z) for seed, z in by.items()} for s, by in inp.student_test.items()}
+    for s, row in verdict.positive_intervals(y, probs, inp.student_fused, plan).items():
+        summary["strategies"][s].update(row)
+    summary["n_groups"] = len(set(groups))
+    summary["group_by"] = inp.meta.get("group_by", "example")
+    summary["limits"] = list(limits or [])
+    comparisons = {"metric": primary, "n_seeds": len(seeds), "n_groups": summary["n_groups"],
+                   "group_by": summary["group_by"], "n_resamples": plan.n_resamples if plan else None,
+                   "bootstrap_seed": plan.seed if plan else None, "pairs": pairs}
     agreement = agreement_analysis(y, teacher_preds, teachers, student_preds)
     failures = {"base_share": base_failure_shares(y, teacher_preds),
                 "strategies": {s: failure_analysis(y, teacher_preds, p) for s, p in student_preds.items()}}
@@ -57,7 +79,29 @@ def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list) -> TaskResul
     for t, in_sample in inp.train_in_sample.items():  # the "train" entry is then out-of-fold: what the student sees
         conf[t]["train_in_sample"] = {k: rounded(v) for k, v in in_sample.items()}
     gates = {s: w for s, b in inp.distill.items() if (w := gate_weights(b))}
-    return TaskResults(summary, agreement, failures, conf, results_rows(inp.task, inp.teacher_metrics, inp.distill), gates)
+    return TaskResults(summary, agreement, failures, conf, results_rows(inp.task, inp.teacher_metrics, inp.distill), gates,
+                       comparisons)
+
+
+def design_limits(params, num_classes: int) -> list[str]:
+    """What this design cannot tell, from params (README Findings, issue #12)."""
+    limits = ["Each teacher is trained once (one seed): teacher variation is not in any interval, so a conclusion "
+              "holds for these teacher checkpoints, not for the teacher recipes."]
+    student_init = getattr(params.student, "model_name_or_path", None)
+    shared = [t for t, cfg in params.teachers.items() if student_init and getattr(cfg, "model_name_or_path", None) == student_init]
+    if shared:
+        limits.append(f"The student is initialised from the same pretrained weights as {', '.join(shared)} "
+                      f"({student_init}): a single-teacher student of {', '.join(shared)} is distilled from a "
+                      "relative, which may favour it over other teachers.")
+    if num_classes == 2 and len(params.teachers) >= 3:
+        limits.append("The task is binary: three or more teachers can never all disagree, so fusion can only "
+                      "arbitrate between two answers.")
+    T = params.distill.T
+    at = (f"T = {T:g} and α = {params.distill.alpha:g} for every strategy" if not isinstance(T, dict)
+          else f"the T of distill.T's map and α = {params.distill.alpha:g}")
+    limits.append(f"Students train for {params.student.num_train_epochs} epoch(s) at {at}, not tuned per strategy "
+                  "on validation: a strategy that needs longer training or another temperature is not given it here.")
+    return limits
 
 
 def _setup(params) -> dict:
@@ -84,17 +128,19 @@ def run_analysis(params, root: Path = Path(".")) -> dict:
     results, curves = {}, {}
     for task in setup["tasks"]:
         inp = load_task_inputs(root, task, teachers, strategies, seeds, distill_all, curves_all)
-        results[task] = analyse_task(inp, teachers, seeds)
+        results[task] = analyse_task(inp, teachers, seeds, design_limits(params, inp.meta["num_classes"]))
         curves[task] = (inp.curves, inp.teacher_curves)
         del inp  # one task's logits in memory at a time
     analysis = Analysis(summary={t: r.summary for t, r in results.items()},
                         agreement={t: r.agreement for t, r in results.items()},
                         failures={t: r.failures for t, r in results.items()},
                         confidence={t: r.confidence for t, r in results.items()},
+                        comparisons={t: r.comparisons for t, r in results.items()},
                         curves=curves, gates={t: r.gates for t, r in results.items()}, setup=setup)
     report = build_report(analysis)
     write_outputs(root, analysis, [row for r in results.values() for row in r.rows], report)
-    return {"summary": analysis.summary, "agreement": analysis.agreement, "failures": analysis.failures,
+    return {"summary": analysis.summary, "comparisons": analysis.comparisons, "agreement": analysis.agreement,
+            "failures": analysis.failures,
             "teacher_confidence": analysis.confidence, "readings": report.readings, "figures": report.figures}
 
 

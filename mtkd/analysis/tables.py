@@ -10,8 +10,6 @@ import math
 import numpy as np
 import pandas as pd
 
-from mtkd.metrics import summarize
-
 ZERO_GAP = 1e-6  # |best teacher − none| below this: gap closed is undefined (null)
 
 
@@ -104,14 +102,6 @@ def gap_closed(student: float, none: float, teacher: float) -> float | None:
     return rounded((student - none) / den)
 
 
-def paired_advantage(multi: dict[str, float], single: dict[str, float]) -> dict | None:
-    """Multi − single (pp) per shared seed: mean, std and t-interval over seeds."""
-    seeds = [s for s in multi if s in single]
-    if not seeds:
-        return None
-    return {**summarize([100.0 * (multi[s] - single[s]) for s in seeds]), "n_seeds": len(seeds)}
-
-
 def rank_scores(scores: dict[str, float]) -> dict[str, int]:
     """1 = best (highest); ties share the better rank."""
     values = sorted(scores.values(), reverse=True)
@@ -124,8 +114,9 @@ def best_of_kind(validation: dict[str, float | None], kinds: dict[str, str], kin
 
 
 def task_summary(primary: str, teachers: dict[str, dict], scores: dict[str, dict], kinds: dict[str, str],
-                 n_test: int, n_seeds: int, bootstrap: dict | None) -> dict:
-    """The headline of one task. ``teachers``: name → {validation, test}; ``scores``: from strategy_scores."""
+                 n_test: int, n_seeds: int, headline: dict | None = None) -> dict:
+    """The headline of one task. ``teachers``: name → {validation, test}; ``scores``: from strategy_scores
+    (their test intervals replaced by the bootstrap's); ``headline``: :func:`mtkd.analysis.verdict.headline`."""
     best_teacher = pick_best({t: v["validation"] for t, v in teachers.items()})
     validation = {s: v["validation"] for s, v in scores.items()}
     best_single, best_multi = best_of_kind(validation, kinds, "single"), best_of_kind(validation, kinds, "multi")
@@ -155,8 +146,6 @@ def task_summary(primary: str, teachers: dict[str, dict], scores: dict[str, dict
                   **{k: none["test"][k] for k in ("ci95_low", "ci95_high")}} if none else None),
         "best_single": pick(best_single),
         "best_multi": pick(best_multi),
-        "multi_advantage_pp": (paired_advantage(scores[best_multi]["per_seed"], scores[best_single]["per_seed"])
-                               if best_single and best_multi else None),
         "gap_closed": {
             "reference_teacher": best_teacher,
             "denominator_pp": (rounded(100 * (teacher_test - none["test"]["mean"]))
@@ -165,7 +154,7 @@ def task_summary(primary: str, teachers: dict[str, dict], scores: dict[str, dict
             "best_multi": gap(best_multi) if best_multi else None,
             "by_strategy": {s: gap(s) for s in scores},
         },
-        "bootstrap": bootstrap,
+        "headline": headline,
         "strategies": {s: {"kind": kinds[s], "validation": v["validation"], "test": v["test"]["mean"],
                            "std": v["test"]["std"], "ci95_low": v["test"]["ci95_low"], "ci95_high": v["test"]["ci95_high"],
                            "rank": ranks[s]} for s, v in scores.items()},
