@@ -129,23 +129,31 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+# Phases of mtkd.training.train's step (its ``timer``) → the names of the profile table.
+PHASES = {"batch": "collate", "forward": "forward", "backward": "backward", "clip": "clip_grad", "optimizer": "optimizer"}
+
+
 @dataclass
 class StepClock:
-    """Timestamps taken once per training step (at the loss), with the real-token statistics of each batch.
+    """Timestamps taken once per training step, with the real-token statistics of each batch.
 
-    Step ``i``'s interval ``t[i] - t[i-1]`` covers one whole step (the previous batch's backward and
-    optimizer step, this batch's collate and forward), so the steady-state rate over steps
-    ``warmup..end`` is ``sum(examples) / (t[end] - t[warmup-1])``.
+    Step ``i``'s interval ``t[i] - t[i-1]`` covers one whole step (wherever in the step the
+    stamp is taken: the end of the step for the library's loop, fed by :meth:`timer`; the loss
+    for the HF reference), so the steady-state rate over steps ``warmup..end`` is
+    ``sum(examples) / (t[end] - t[warmup-1])``. With ``phases`` (a dict), :meth:`timer` also
+    adds up the seconds of each phase of those steps (a device sync before each stamp).
     """
 
     warmup: int
     device: str = "cpu"
+    phases: dict | None = None                  # phase → seconds over the timed steps (profile section)
     t: list = field(default_factory=list)
     n: list = field(default_factory=list)       # examples per step
     tok: list = field(default_factory=list)     # sum of real tokens S_i
     tok2: list = field(default_factory=list)    # sum of S_i^2
     width: list = field(default_factory=list)   # padded width of the batch
-    obj: list = field(default_factory=list)     # seconds spent inside the objective (fusion section)
+    obj: list = field(default_factory=list)     # seconds spent inside the objective, per step (fusion section)
+    _mark: float = field(default=0.0, repr=False)
 
     def tick(self, lengths, width: int | None = None) -> None:
         sync(self.device)
@@ -155,6 +163,43 @@ class StepClock:
         self.tok.append(int(lengths.sum()))
         self.tok2.append(int((lengths ** 2).sum()))
         self.width.append(width if width is not None else (int(lengths.max()) if len(lengths) else 0))
+
+    def timer(self, lengths):
+        """A ``timer(phase, batch_indices)`` for :func:`mtkd.training.train` over a split of these ``lengths``.
+
+        It stamps the clock as each step ends (phase ``optimizer``); with :attr:`phases`, it also
+        times every phase of the steps after the warm-up (``batch`` from the previous step's end).
+        """
+        lengths = np.asarray(lengths)
+
+        def timer(phase, idx):
+            if phase == "optimizer":
+                self.tick(lengths[idx])
+                now, step = self.t[-1], len(self.t) - 1
+            elif self.phases is None:
+                return
+            else:
+                sync(self.device)
+                now, step = time.perf_counter(), len(self.t)
+            if self.phases is not None and step >= max(1, self.warmup):
+                key = PHASES.get(phase, phase)
+                self.phases[key] = self.phases.get(key, 0.0) + now - self._mark
+            self._mark = now
+
+        return timer
+
+    def objective(self, fn):
+        """``fn`` (a training objective) with the seconds spent inside it appended to :attr:`obj` per call."""
+
+        def timed(logits, hidden, idx, y, progress):
+            sync(self.device)
+            t0 = time.perf_counter()
+            loss = fn(logits, hidden, idx, y, progress)
+            sync(self.device)
+            self.obj.append(time.perf_counter() - t0)
+            return loss
+
+        return timed
 
     @property
     def steps(self) -> int:
@@ -176,13 +221,20 @@ class StepClock:
     def durations(self) -> np.ndarray:
         return np.diff(np.asarray(self.t))
 
+    def timed_durations(self) -> np.ndarray:
+        """Seconds of each step after the warm-up (steps ``warmup..end``; aligned with ``obj[warmup:]``)."""
+        return self.durations()[max(1, self.warmup) - 1:]
+
+    def timed_objective(self) -> np.ndarray:
+        return np.asarray(self.obj[max(1, self.warmup):])
+
     def summary(self) -> dict:
         sl, dt = self.window()
         return {"steps_timed": len(self.t) - max(1, self.warmup), "examples_timed": int(sum(self.n[sl])),
                 "seconds": round(dt, 4), "examples_per_s": round(sum(self.n[sl]) / dt, 2),
                 "mean_real_tokens": round(sum(self.tok[sl]) / sum(self.n[sl]), 2),
                 "mean_padded_width": round(float(np.mean(self.width[sl])), 2),
-                "step_ms_median": round(1e3 * float(np.median(self.durations()[max(1, self.warmup) - 1:])), 2)}
+                "step_ms_median": round(1e3 * float(np.median(self.timed_durations())), 2)}
 
 
 # ---------------------------------------------------------------------------------------------- the machine

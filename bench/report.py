@@ -7,6 +7,18 @@ def _t(name, measured, target, met, note=""):
     return {"target": name, "measured": measured, "goal": target, "met": bool(met) if met is not None else None, "note": note}
 
 
+def _fixed(name: str, v: dict) -> bool:
+    """Whether strategy ``name`` is a fixed fusion: as recorded in the results, else from the registry."""
+    if "fixed" in v:
+        return bool(v["fixed"])
+    try:
+        from mtkd.fusion import get_strategy
+
+        return bool(get_strategy(name).fixed)
+    except Exception:  # a name no longer registered (older results: confidence_aware, a fixed fusion)
+        return True
+
+
 def targets(r: dict) -> list[dict]:
     s = r["sections"]
     cpu = r["machine"]["device"] == "cpu"
@@ -37,7 +49,9 @@ def targets(r: dict) -> list[dict]:
         for name, v in fu["strategies"].items():
             if name == fu["baseline"]:
                 continue
-            goal = 0.10 if name == "gating" else 0.05
+            # A fixed fusion only gathers its precomputed targets per step; any other strategy
+            # (learned, or weighting per batch) computes per step and is allowed 10%.
+            goal = 0.05 if _fixed(name, v) else 0.10
             out.append(_t(f"fusion overhead per step: {name}", f"{v['overhead_vs_single']:+.1%}", f"<= {goal:.0%}",
                           v["overhead_vs_single"] <= goal, f"objective alone {v['objective_overhead_vs_single_step']:+.1%}"))
     pipe = s.get("pipeline")
@@ -139,7 +153,8 @@ def markdown(r: dict) -> str:
                   "| strategy | step ms (median) | overhead | objective ms | one-off fuse s |", "|---|---|---|---|---|"]
         for name, v in f["strategies"].items():
             lines.append(f"| {name} | {v['step_ms_median']} | {v['overhead_vs_single']:+.1%} | {v['objective_ms_median']} | {v['one_off_fuse_s']} |")
-        lines += ["", f"`fusion_context` (3 temperature fits) once per run: {f['fusion_context_s']} s.", ""]
+        lines += ["", f"One-off fuse = building the strategy's distiller (`get_strategy(...).distiller(...)`), which includes"
+                  f" `fusion_context` (3 temperature fits): {f['fusion_context_s']} s alone.", ""]
     if "rss_tiny" in s:
         t = s["rss_tiny"]
         lines += ["## Peak RSS per stage", "", "| stage | tiny profile MB (exact) | default profile MB (sampled) |", "|---|---|---|"]

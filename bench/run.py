@@ -56,6 +56,7 @@ def parse(argv=None):
         if parts:
             opts.parts = parts
             opts.only = ",".join([p for p in opts.only.split(",") if p not in parts] + ["throughput"])
+    opts.steps_explicit = opts.steps is not None  # an explicit --steps also overrides a section's own quick count
     opts.warmup = opts.warmup if opts.warmup is not None else (3 if opts.quick else 5)
     opts.steps = opts.steps if opts.steps is not None else (20 if opts.quick else 60)
     opts.extract_examples = 1024 if opts.quick else 4096
@@ -70,6 +71,12 @@ def parse(argv=None):
 def main(argv=None) -> int:
     set_env()
     opts = parse(argv)
+    if opts.device == "cpu":
+        # The library trains and predicts on CUDA whenever torch sees it (mtkd.engine): hide it
+        # (before torch loads), so that a CPU bench on a GPU machine times the CPU.
+        import os
+
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     import torch
 
     from mtkd.io import write_json, write_text

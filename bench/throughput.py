@@ -1,7 +1,8 @@
 """Throughput, ours vs the reference, on the same model init, data, batch size and lr.
 
 * student distillation (3-layer DistilBERT from MiniLM-L6, batch 32, lr 1e-4, T=6, α=0.7),
-  with an ablation of our loop (dynamic padding → + length bucketing → + bf16 autocast);
+  with an ablation of our loop (dynamic padding → + length bucketing → + bf16 autocast), the
+  other ``student.freeze_word_embeddings`` setting, ``runtime.compact_vocabulary`` and batch 64;
 * teacher fine-tuning (MiniLM-L6, batch 32, lr 5e-5, cross-entropy);
 * logit extraction (the MiniLM-L6 teacher over the train split, batch 128).
 
@@ -17,12 +18,14 @@ import numpy as np
 import torch
 
 from bench.common import NUM_CLASSES, StepClock, TEACHERS, default_params, guarded, sync, train_args
-from bench.loop import device_predict, library_train, step_loop, subset
-from bench.mfu import clock_flops, shape, utilisation
+from bench.loop import library_train, subset
+from bench.mfu import shape, utilisation
 from bench.reference import max_length_dataset, reference_predict, reference_train
 
 T, ALPHA = 6.0, 0.7
 EMB_ALT = "ablation: the other student.freeze_word_embeddings setting"
+COMPACT = "ablation: + runtime.compact_vocabulary (embedding of the task's rows only)"
+BATCH64 = "ablation: batch 64"
 
 
 def synthetic_teacher_logits(n: int, k: int = len(TEACHERS), seed: int = 0) -> torch.Tensor:
@@ -49,16 +52,11 @@ def _sizes(opts) -> tuple[int | None, int, int]:
     return (opts.warmup + opts.steps) * 32, opts.warmup, opts.steps
 
 
-def _ours(setup, model, enc, *, opts, seed, bucketing, amp, objective, lr, args):
-    dev = opts.device
-    if dev == "cpu":
-        clock = StepClock(opts.warmup)
-        library_train(setup, model, enc, args, seed=seed, bucketing=bucketing, bf16=(amp == "bf16"), objective=objective,
-                      clock=clock)
-    else:
-        clock = StepClock(opts.warmup + 1, dev)
-        step_loop(setup, model, enc, device=dev, amp=amp, bucketing=bucketing, lr=lr, seed=seed, objective=objective,
-                  clock=clock)
+def _ours(setup, model, enc, *, opts, seed, bucketing, amp, objective, args, compact_vocabulary=False):
+    """The library's own loop (:func:`mtkd.training.train`, on the library's device), timed per step."""
+    clock = StepClock(opts.warmup, opts.device)
+    library_train(setup, model, enc, args, seed=seed, bucketing=bucketing, bf16=(amp == "bf16"), objective=objective,
+                  clock=clock, compact_vocabulary=compact_vocabulary)
     return clock
 
 
@@ -69,14 +67,16 @@ def _row(name, clock, sh, peaks, dtype):
 def student(setup, opts, peaks) -> dict:
     n, warm, steps = _sizes(opts)
     enc = subset(setup.encoded["train"], n, seed=1)
-    targets = single_targets(synthetic_teacher_logits(len(enc)))
+    # The batch-64 row takes as many steps as the others: twice the examples (its own subset).
+    enc64 = subset(setup.encoded["train"], None if n is None else 2 * n, seed=1)
+    targets = single_targets(synthetic_teacher_logits(max(len(enc), len(enc64))))  # indexed by position in either
     scfg = default_params()["student"]
     args = train_args({**scfg, "model_name_or_path": setup.model_path}, num_train_epochs=1)
     lr = args.learning_rate
     dev = opts.device
     targets_dev = targets.to(dev)
 
-    def objective(logits, hidden, idx, y):
+    def objective(logits, hidden, idx, y, progress):
         from mtkd.losses import kd_loss
 
         return kd_loss(logits, targets_dev[torch.as_tensor(idx, device=dev)], y, T, ALPHA)
@@ -85,25 +85,29 @@ def student(setup, opts, peaks) -> dict:
     init = {k: v.clone() for k, v in base.state_dict().items()}
     sh = shape(base)
     runs = {}
-    variants = [("ours: bucketing + bf16 autocast", True, "bf16")]
+    # (name, bucketing, autocast, changes to the student params, runtime.compact_vocabulary). "ours" is
+    # the library's loop with the default student params and the full vocabulary. No fp16 row: the
+    # library's loop autocasts to bf16 or not at all.
+    variants = [("ours: bucketing + bf16 autocast", True, "bf16", {}, False)]
     if opts.ablation:
-        variants += [("ablation: dynamic padding, fp32", False, "fp32"), ("ablation: + length bucketing, fp32", True, "fp32"),
-                     ("ablation: dynamic padding + bf16", False, "bf16")]
-    if dev != "cpu":
-        variants += [("ours: bucketing + fp16 autocast", True, "fp16")]
-    variants += [(EMB_ALT, True, "bf16")]
+        variants += [("ablation: dynamic padding, fp32", False, "fp32", {}, False),
+                     ("ablation: + length bucketing, fp32", True, "fp32", {}, False),
+                     ("ablation: dynamic padding + bf16", False, "bf16", {}, False)]
+    # The ablation flips student.freeze_word_embeddings (default false: it freezes the word embeddings).
+    variants += [(EMB_ALT, True, "bf16", {"freeze_word_embeddings": not args.freeze_word_embeddings}, False),
+                 (COMPACT, True, "bf16", {}, True),
+                 (BATCH64, True, "bf16", {"per_device_train_batch_size": 64}, False)]
     emb = base.get_input_embeddings().weight
-    for name, bucketing, amp in variants:
-        # "ours" is the library's loop with the default student params; the ablation flips
-        # student.freeze_word_embeddings (default false: the ablation freezes the word embeddings).
-        run_args = args.model_copy(update={"freeze_word_embeddings": not args.freeze_word_embeddings}) if name == EMB_ALT else args
+    for name, bucketing, amp, changes, compact in variants:
+        run_args = args.model_copy(update=changes) if changes else args
+        run_enc = enc64 if name == BATCH64 else enc
 
-        def go(run_args=run_args):
+        def go(run_args=run_args, run_enc=run_enc, bucketing=bucketing, amp=amp, compact=compact):
             base.load_state_dict(init)
             emb.requires_grad_(True)
             try:
-                return _ours(setup, base, enc, opts=opts, seed=0, bucketing=bucketing, amp=amp, objective=objective, lr=lr,
-                             args=run_args)
+                return _ours(setup, base, run_enc, opts=opts, seed=0, bucketing=bucketing, amp=amp, objective=objective,
+                             args=run_args, compact_vocabulary=compact)
             finally:
                 emb.requires_grad_(True)
         clock = guarded(f"student {name}", go)
@@ -147,12 +151,12 @@ def teacher(setup, opts, peaks) -> dict:
     tcfg = default_params()["teachers"]["minilm_l6"]
     args = train_args({**tcfg, "model_name_or_path": setup.model_path}, num_train_epochs=1)
     dev = opts.device
-    ce = lambda logits, hidden, idx, y: torch.nn.functional.cross_entropy(logits.float(), y)  # noqa: E731
+    ce = lambda logits, hidden, idx, y, progress: torch.nn.functional.cross_entropy(logits.float(), y)  # noqa: E731
     base = setup.build_teacher()
     init = {k: v.clone() for k, v in base.state_dict().items()}
     sh = shape(base)
     clock = guarded("teacher ours", lambda: (base.load_state_dict(init), _ours(
-        setup, base, enc, opts=opts, seed=0, bucketing=True, amp="bf16", objective=ce, lr=args.learning_rate, args=args))[1])
+        setup, base, enc, opts=opts, seed=0, bucketing=True, amp="bf16", objective=ce, args=args))[1])
     ours = _row("ours: bucketing + bf16 autocast", clock, sh, peaks, "bf16")
     print(f"  teacher ours: {ours['examples_per_s']} ex/s", flush=True)
     ds = max_length_dataset(setup.tokenizer, _frame_rows(setup, enc), args.max_seq_length)
@@ -188,15 +192,13 @@ def extraction(setup, opts, peaks) -> dict:
     enc = encode(setup.tokenizer, frame, 64)
     t_tok = time.perf_counter() - t0
     warm = subset(enc, 256, seed=4)
-    def go():
-        if dev == "cpu":
-            predict(model, warm, setup.pad_id, 128, True)
-            t0 = time.perf_counter()
-            return predict(model, enc, setup.pad_id, 128, True), time.perf_counter() - t0
-        device_predict(model, warm, setup.pad_id, device=dev, amp="bf16")
+    def go():  # the library's predict, on the library's device (mtkd.engine)
+        predict(model, warm, setup.pad_id, 128, True)
         sync(dev)
         t0 = time.perf_counter()
-        return device_predict(model, enc, setup.pad_id, device=dev, amp="bf16"), time.perf_counter() - t0
+        logits = predict(model, enc, setup.pad_id, 128, True)
+        sync(dev)
+        return logits, time.perf_counter() - t0
     ours_logits, t_ours = guarded("extraction ours", go)
 
     t0 = time.perf_counter()
