@@ -11,8 +11,12 @@ STAMP   = $(VENV)/.installed
 # Source archives read as data (SPEC §3: VADER's rated sentiment sets), pinned by hash;
 # downloaded, never installed. pip replaces a file whose hash does not match.
 SOURCES = .cache/sources/vaderSentiment-3.3.2.tar.gz
+# The page of `dvc plots show` / `dvc plots diff` (.dvc/config: plots.html_template) with vega,
+# vega-lite and vega-embed inline, so plots render offline: built from their npm tarballs
+# (`npm pack`), pinned by SHA-512 in requirements/npm.txt and read as data, never installed.
+PLOT_TEMPLATE = .cache/plots/offline.html
 
-setup: $(STAMP) $(SOURCES)
+setup: $(STAMP) $(SOURCES) $(PLOT_TEMPLATE)
 
 $(SOURCES): requirements/sources.txt | $(STAMP)
 	$(BIN)/python -m pip download --quiet --no-deps --require-hashes -r requirements/sources.txt -d $(@D)
@@ -26,6 +30,9 @@ $(STAMP): requirements/base.txt requirements/assets.txt
 	$(BIN)/python -m pip install --quiet -r requirements/base.txt
 	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements/assets.txt
 	touch $(STAMP)
+
+$(PLOT_TEMPLATE): requirements/npm.txt mtkd/plot_template.py | $(STAMP)
+	$(BIN)/python -m mtkd.plot_template
 
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
