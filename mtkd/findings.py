@@ -54,6 +54,8 @@ def render(metrics_dir: Path) -> str:
     for task, s in summary.items():
         groups = f", {s['n_groups']} {s.get('group_by', 'example')}s" if s.get("n_groups") else ""
         parts += [f"**{task}** ({s['n_test']} test examples{groups}, {s['n_seeds']} seeds):", "", task_table(task, s), "",
+                  "_Ranks order point estimates; whether two students differ is what the comparisons below say "
+                  "(Holm-adjusted over the whole matrix, `metrics/comparisons.json`)._", "",
                   f"- {headline_sentence(task, s)}"]
         if task in comparisons:
             parts.append(f"- {comparisons_sentence(task, comparisons[task])}")
