@@ -8,6 +8,7 @@ with the nearest valid name suggested for a misspelt key.
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -286,12 +287,19 @@ def _model_at(loc: list[str], raw: dict) -> type[BaseModel] | None:
     if loc[:1] == ["teachers"] and len(loc) >= 2:
         kind = (raw.get("teachers", {}).get(loc[1]) or {}).get("kind")
         model, loc = TEACHER_MODELS.get(kind), loc[2:]
+    values_of = None  # the model of a mapping's values (data.custom.<name>): the next part is a key
     for part in loc:
+        if values_of is not None:
+            model, values_of = values_of, None
+            continue
         if model is None or part not in model.model_fields:
             return None
         ann = model.model_fields[part].annotation
+        args = typing.get_args(ann)
+        if typing.get_origin(ann) is dict and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+            values_of = args[1]
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    return model
+    return None if values_of is not None else model
 
 
 def validate_params(raw: Any, source: str = PARAMS_FILE) -> Params:
