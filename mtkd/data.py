@@ -487,6 +487,13 @@ def load_custom(params_data, task: Task) -> dict[str, pd.DataFrame]:
         raise MtkdError(f"{key}{'.id_column' if spec.id_column else ''}: id '{first}' occurs"
                         f" {int((rows['id'] == first).sum())} times (in {'; '.join(places)});"
                         f" {int(rows.loc[dup, 'id'].nunique())} ids are not unique")
+    if spec.group_column is not None:  # given files may not share a group (a split never cuts one)
+        spans = rows.groupby("group")["_where"].nunique()
+        if (spans > 1).any():
+            group = spans.index[spans > 1][0]
+            places = sorted(set(rows.loc[rows["group"] == group, "_where"]))
+            raise MtkdError(f"{key}.group_column: {spec.group_column} '{group}' is in {' and '.join(places)};"
+                            f" a group stays in one split ({int((spans > 1).sum())} groups span files)")
     values = list(dict.fromkeys(rows["label"]))  # distinct, in order of appearance
     if len(values) < 2:
         raise MtkdError(f"{key}.label_column: '{spec.label_column}' has a single value '{values[0]}' in every file;"

@@ -227,6 +227,16 @@ def test_duplicate_ids_across_files(tmp_path):
         prepare(tmp_path, spec)
 
 
+def test_a_group_in_two_given_files_is_refused(tmp_path):
+    frame = topic_frame(60, authors=5)
+    spec = {"train_file": write(frame.iloc[:40], tmp_path / "train.csv"), "test_file": write(frame.iloc[40:], tmp_path / "test.csv"),
+            **SPEC, "group_column": "author"}
+    with pytest.raises(MtkdError, match=r"^data\.custom\.topics\.group_column: author 'author\d' is in "
+                                        r"data\.custom\.topics\.test_file .* and data\.custom\.topics\.train_file .*;"
+                                        r" a group stays in one split"):
+        prepare(tmp_path, spec)
+
+
 def base_params(custom: dict, tasks=("topics",)) -> dict:
     raw = profile("tiny")
     raw["data"] = {"tasks": list(tasks), "custom": custom}
