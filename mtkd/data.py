@@ -6,7 +6,9 @@ class count, primary metric, label names). Every example gets a stable string ``
 examples anywhere later; consumers compare ids, never positions.
 
 Adding a task = one decorated loader here + its test (``tests/test_data.py`` checks every
-registered task's declaration alike).
+registered task's declaration alike). Without code, a task is declared in params under
+``data.custom.<name>`` (:class:`CustomTask`: local files or a ``datasets`` hub id), found by
+:func:`get_task` with the params' ``data`` and loaded by :func:`load_custom`.
 """
 
 from __future__ import annotations
@@ -204,9 +206,6 @@ GLUE = {
     "rte": (("sentence1", "sentence2"), 2, "accuracy", ("entailment", "not_entailment")),
     "wnli": (("sentence1", "sentence2"), 2, "accuracy", ("not_entailment", "entailment")),
 }
-
-
-READ_SUFFIXES = (".tsv", ".csv", ".jsonl", ".json", ".parquet")
 
 
 def _read_local(path: str, key: str = "data.local_files") -> pd.DataFrame:
@@ -426,12 +425,9 @@ def _custom_raw(spec: CustomTask, key: str, name: str) -> tuple[dict, str, tuple
         if isinstance(feature, datasets.ClassLabel):
             hub_names = tuple(feature.names)
         raw[ours] = (ds[theirs].to_pandas(), f"{key}: {shown} split '{theirs}'", f"{name}-{theirs}")
-    source = hashlib.sha256("".join(ds[t]._fingerprint for t in raw_splits(spec)).encode()).hexdigest()
+    theirs = (spec.dataset_splits or {"train": "train"}).values()
+    source = hashlib.sha256("".join(ds[t]._fingerprint for t in theirs).encode()).hexdigest()
     return raw, source, hub_names
-
-
-def raw_splits(spec: CustomTask) -> list[str]:
-    return list((spec.dataset_splits or {"train": "train"}).values())
 
 
 def _custom_frame(spec: CustomTask, key: str, frame: pd.DataFrame, where: str, prefix: str) -> pd.DataFrame:

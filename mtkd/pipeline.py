@@ -103,11 +103,13 @@ def _per_item_files(lines: list[str], files: dict[tuple[str, str], list[str]], s
         while end < len(lines) and not re.match(r"^ {0,2}\S", lines[end]):
             end += 1
         body = lines[i + 1:end]
-        if not any(_MARKER.match(line) and _MARKER.match(line)["name"] == "teacher_files" for line in body) \
-                or [b.split("#")[0].rstrip() for b in body[:3]] != _MATRIX:
+        if not any(_MARKER.match(line) and _MARKER.match(line)["name"] == "teacher_files" for line in body):
             out.extend(lines[i:end])
             i = end
             continue
+        if [b.split("#")[0].rstrip() for b in body[:3]] != _MATRIX:
+            raise MtkdError(f"{TEMPLATE}: stage '{_STAGE.match(lines[i])['name']}' lists <teacher_files> but does not"
+                            f" start with the matrix {' / '.join(m.strip() for m in _MATRIX)}")
         out.append(lines[i])
         out.append(f"    foreach:                        # generated: teacher × task, the files its kind reads ({FILLER}: none)")
         for (teacher, task), paths in files.items():
