@@ -9,7 +9,7 @@ from mtkd.distill import distill_task
 from mtkd.fusion import TeacherLogits, get_strategy
 from mtkd.params import Data, validate_params
 
-from helpers import profile
+from tests.helpers import profile
 
 
 @pytest.fixture(scope="module")

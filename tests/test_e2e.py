@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import profile
+from tests.helpers import profile
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` skips it
 
 ROOT = Path(__file__).resolve().parents[1]
 COPY = ["mtkd", "stages", "profiles", ".dvcignore"]

@@ -6,7 +6,6 @@ synthetic tree in ``READINGS`` below; every other check here applies to it as it
 
 import dataclasses
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,8 +18,7 @@ from mtkd.analysis.registry import get_figure, plot_tables, register_figure, reg
 from mtkd.analysis.report import build_report
 from mtkd.errors import MtkdError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_analysis import _params, build_tree  # noqa: E402
+from tests.test_analysis import _params, build_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import ROOT, make_repo, profile, run
+from tests.helpers import ROOT, make_repo, profile, run
 from mtkd.data import GLUE, TASKS, glue_splits, load_split, prepare_task, report_splits
 from mtkd.errors import MtkdError
 from mtkd.metrics import classification_metrics

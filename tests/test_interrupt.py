@@ -28,7 +28,9 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import env_for, is_complete, make_repo, run, snapshot, tiny_params, write_hook
+from tests.helpers import env_for, is_complete, make_repo, run, snapshot, tiny_params, write_hook
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` skips it
 
 PAUSED = "PAUSED-BEFORE-RENAME"
 INTERRUPTED = "interrupted: stopped without leaving a partial output; re-run to finish"

@@ -9,19 +9,19 @@ that shows the network really is off).
 """
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from configobj import ConfigObj
 
-from helpers import run
+from tests.helpers import run
 from mtkd import plot_template as PT
 from mtkd.errors import MtkdError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_report_browser import browse, chromium, console_lines, decode_png, parse  # noqa: E402
+from tests.test_report_browser import browse, chromium, console_lines, decode_png, parse
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` skips it
 
 ROOT = Path(__file__).resolve().parents[1]
 DIVS = ("plots_strategies_csv", "curves_loss_tsv")  # DVC's div ids: the plot's path, / and . as _

@@ -24,6 +24,8 @@ import yaml
 
 from tests.helpers import make_repo, run, tiny_params
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` skips it
+
 THREADS = {"MTKD_NUM_THREADS": "1"}  # queued workers inherit it from `dvc queue start`
 QUEUE_TIMEOUT_S = 420
 

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 
-import helpers
-from helpers import ROOT, assert_one_error_line, snapshot
+from tests import helpers
+from tests.helpers import ROOT, assert_one_error_line, snapshot
 from mtkd import assets
 from mtkd.data import load_meta, load_split, prepare_task
 from mtkd.errors import MtkdError

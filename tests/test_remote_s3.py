@@ -16,7 +16,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from helpers import env_for, make_repo, snapshot, tiny_params
+from tests.helpers import env_for, make_repo, snapshot, tiny_params
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` skips it
 
 BUCKET = "mtkd-team"
 URL = f"s3://{BUCKET}/cache"

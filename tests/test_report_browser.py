@@ -17,7 +17,6 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
@@ -28,9 +27,10 @@ import pytest
 from mtkd import analysis as A
 from mtkd.params import load_params
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_analysis import _params as synthetic_params  # noqa: E402
-from test_analysis import build_tree  # noqa: E402
+from tests.test_analysis import _params as synthetic_params
+from tests.test_analysis import build_tree
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` skips it
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = (1400, 3000)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import ROOT, make_repo, profile, run
+from tests.helpers import ROOT, make_repo, profile, run
 from mtkd.assets import VADER_SDIST, source_archive, vader_ratings_files
 from mtkd.data import TASKS, VADER, _stable_id, _unescape, _vader_rows, load_split, load_vader, prepare_task
 from mtkd.errors import MtkdError
