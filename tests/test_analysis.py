@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 from mtkd import analysis as A
 from mtkd.analysis.page import escape

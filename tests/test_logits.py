@@ -1,9 +1,14 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from mtkd.errors import MtkdError
+from mtkd.io import sha256_tree
 from mtkd.logits import load_logits, save_logits
+from tests.checkpoints import one_line, truncate
+from tests.helpers import ROOT
 
 FRAME = pd.DataFrame({"id": ["x1", "x2", "x3"], "label": [0, 1, 1]})
 Z = np.array([[1.0, -1.0], [0.0, 2.0], [0.5, 0.5]], dtype=np.float32)
@@ -56,3 +61,71 @@ def test_save_refuses_bad_arrays(tmp_path):
         save_logits(tmp_path / "b.npz", teacher="t", task="rt", num_classes=2,
                     splits={"test": (["a"], np.array([[np.inf, 0.0]]))}, provenance={})
     assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------------------------
+# Logits files beyond test_logits.py: the file itself, and their provenance.
+
+
+def real_logits(work, tmp_path, checkpoint_sha256="abc") -> Path:
+    path = tmp_path / "t-rt.npz"
+    frames, meta = work["frames"], work["meta"]
+    save_logits(path, teacher="t", task="rt", num_classes=2,
+                splits={s: (f["id"].tolist(), np.zeros((len(f), 2), np.float32)) for s, f in frames.items()},
+                provenance={"data_fingerprint": {s: meta["splits"][s]["fingerprint"] for s in frames},
+                            "checkpoint_sha256": checkpoint_sha256})
+    return path
+
+
+def test_truncated_logits_file(work, tmp_path):
+    path = real_logits(work, tmp_path)
+    truncate(path, 0.6)
+    with pytest.raises(MtkdError) as err:
+        load_logits(path, "test", work["frames"]["test"], 2)
+    one_line(err, str(path), "not a readable logits file")
+
+
+def test_logits_without_the_split(work, tmp_path):
+    path = tmp_path / "t-rt.npz"
+    save_logits(path, teacher="t", task="rt", num_classes=2, provenance={},
+                splits={"train": (work["frames"]["train"]["id"].tolist(), np.zeros((len(work["frames"]["train"]), 2)))})
+    with pytest.raises(MtkdError) as err:
+        load_logits(path, "test", work["frames"]["test"], 2)
+    one_line(err, str(path), "no 'test' split (has: train)")
+
+
+def test_logits_without_metadata(work, tmp_path):
+    path = tmp_path / "t-rt.npz"
+    f = work["frames"]["test"]
+    np.savez(path, **{"test/ids": f["id"].to_numpy(str), "test/logits": np.zeros((len(f), 2), np.float32)})
+    with pytest.raises(MtkdError) as err:
+        load_logits(path, "test", f, 2)
+    one_line(err, str(path), "no metadata")
+
+
+def test_logits_one_dimensional(work, tmp_path):
+    path = tmp_path / "t-rt.npz"
+    f = work["frames"]["test"]
+    np.savez(path, **{"test/ids": f["id"].to_numpy(str), "test/logits": np.zeros(len(f), np.float32),
+                      "meta": np.asarray('{"num_classes": 2}')})
+    with pytest.raises(MtkdError) as err:
+        load_logits(path, "test", f, 2)
+    one_line(err, str(path), "logits shape")
+
+
+def test_logits_from_another_checkpoint_are_stale(work, tmp_path):
+    ckpt = work["ckpt"]["sklearn"]
+    path = real_logits(work, tmp_path, checkpoint_sha256=sha256_tree(ckpt))
+    f = work["frames"]["test"]
+    assert load_logits(path, "test", f, 2, checkpoint_dir=ckpt).shape == (len(f), 2)
+    stale = real_logits(work, tmp_path, checkpoint_sha256="0" * 64)
+    with pytest.raises(MtkdError) as err:
+        load_logits(stale, "test", f, 2, checkpoint_dir=ckpt)
+    one_line(err, str(stale), str(ckpt), "stale logits")
+    # Logits pulled without their checkpoint are not second-guessed.
+    assert load_logits(stale, "test", f, 2, checkpoint_dir=tmp_path / "absent").shape == (len(f), 2)
+
+
+def test_extract_logits_records_provenance():
+    source = (ROOT / "stages/extract_logits.py").read_text()
+    assert '"data_fingerprint"' in source and '"checkpoint_sha256": sha256_tree(model_dir)' in source

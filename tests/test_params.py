@@ -1,15 +1,16 @@
 import copy
+import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from mtkd.errors import MtkdError
 from mtkd.params import load_params, validate_params
+from tests.checkpoints import one_line
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
@@ -113,3 +114,54 @@ def test_fair_student_settings_are_checked():
         with pytest.raises(MtkdError, match=message) as err:
             validate_params(bad)
         assert "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Params files: the file itself, and more keys of each section.
+
+
+def params_with(path: str, value) -> dict:
+    raw = json.loads(json.dumps(DEFAULT))
+    node = raw
+    *parents, leaf = path.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    return raw
+
+
+BAD_PARAMS = [
+    ("seeds", "zero", "seeds:"),
+    ("data.validation_fraction", 0.7, "data.validation_fraction:"),
+    ("data.max_examples", 5, "data.max_examples:"),
+    ("teachers", {}, "teachers:"),
+    ("teachers.tfidf_lr.ngram_range", [2, 1], "teachers.tfidf_lr.ngram_range:"),
+    ("distill.gating", {"hidden_sise": 8}, "distill.gating.hidden_sise: unknown key in 'distill.gating' (did you mean 'hidden_size'?)"),
+    ("runtime.bf16", "maybe", "runtime.bf16:"),
+    ("student.init_layers", [0, 99], None),  # valid schema; the range is checked when the model is built
+    ("teachers.minilm_l6.trust_remote_code", "please", "teachers.minilm_l6.trust_remote_code:"),
+    ("student.max_seq_length", 100000, "student.max_seq_length:"),
+]
+
+
+@pytest.mark.parametrize("key,value,message", [b for b in BAD_PARAMS if b[2]], ids=[b[0] for b in BAD_PARAMS if b[2]])
+def test_bad_params_file_names_the_key(tmp_path, key, value, message):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params_with(key, value)))
+    with pytest.raises(MtkdError) as err:
+        load_params(path)
+    one_line(err, str(path), message)
+
+
+@pytest.mark.parametrize("text,message", [
+    (None, "file not found"),
+    ("seeds: [0\ndata: {", "not valid YAML"),
+    ("- a\n- b\n", "must be a YAML mapping"),
+], ids=["missing", "not-yaml", "a-list"])
+def test_unreadable_params_file(tmp_path, text, message):
+    path = tmp_path / "params.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(MtkdError) as err:
+        load_params(path)
+    one_line(err, str(path), message)

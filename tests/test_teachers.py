@@ -12,7 +12,8 @@ import pytest
 
 from mtkd.errors import MtkdError
 from mtkd.params import Runtime, validate_params
-from mtkd.teachers import TEACHER_KINDS, get_teacher_kind
+from mtkd.teachers import CHECKPOINT_INFO, TEACHER_KINDS, get_teacher_kind
+from tests.checkpoints import copy_ckpt, one_line, predict, truncate
 
 EXAMPLES = {
     "hf": {"kind": "hf", "random_init": {"model_type": "bert", "num_hidden_layers": 1, "hidden_size": 16,
@@ -95,3 +96,118 @@ def test_bad_checkpoints_are_one_line_errors(trained, tmp_path):
     with pytest.raises(MtkdError) as exc:
         kind.predict(moved, {"test": frame()}, Runtime(), num_classes=2)
     assert "\n" not in str(exc.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Teacher checkpoints: truncated, pickled, wrong label count, tokenizer mismatch.
+
+
+def test_hf_checkpoint_round_trip(work):
+    out = predict(work, "hf", work["ckpt"]["hf"])
+    assert out["test"].shape == (len(work["frames"]["test"]), 2) and np.isfinite(out["test"]).all()
+
+
+def test_truncated_hf_checkpoint_names_the_file(work, tmp_path):
+    ckpt = copy_ckpt(work, "hf", tmp_path)
+    truncate(ckpt / "model.safetensors")
+    with pytest.raises(MtkdError) as err:
+        predict(work, "hf", ckpt)
+    one_line(err, str(ckpt / "model.safetensors"), "corrupt or truncated safetensors")
+
+
+def test_pickled_hf_checkpoint_is_refused(work, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    ckpt = copy_ckpt(work, "hf", tmp_path)
+    torch.save(load_file(str(ckpt / "model.safetensors")), ckpt / "pytorch_model.bin")
+    (ckpt / "model.safetensors").unlink()
+    with pytest.raises(MtkdError) as err:
+        predict(work, "hf", ckpt)
+    one_line(err, str(ckpt), "no *.safetensors weights", "never loaded")
+
+
+@pytest.mark.parametrize("kind", ["hf", "sklearn"])
+def test_checkpoint_for_wrong_label_count(work, kind):
+    with pytest.raises(MtkdError) as err:
+        predict(work, kind, work["ckpt"][kind], num_classes=3)
+    one_line(err, str(work["ckpt"][kind]), "checkpoint has 2 labels, the task has 3")
+
+
+def test_hf_config_with_wrong_label_count(work, tmp_path):
+    ckpt = copy_ckpt(work, "hf", tmp_path)
+    info = json.loads((ckpt / CHECKPOINT_INFO).read_text())
+    (ckpt / CHECKPOINT_INFO).write_text(json.dumps({**info, "num_classes": 3}))
+    with pytest.raises(MtkdError) as err:
+        predict(work, "hf", ckpt, num_classes=3)
+    one_line(err, str(ckpt), "model has 2 labels, the task has 3")
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("delete", f"not a teacher checkpoint (no {CHECKPOINT_INFO}"),
+    ("corrupt", "not valid JSON"),
+    ("other_kind", "checkpoint kind 'sklearn' but params say 'hf'"),
+])
+def test_checkpoint_info_damaged(work, tmp_path, damage, message):
+    ckpt = copy_ckpt(work, "hf", tmp_path)
+    info = ckpt / CHECKPOINT_INFO
+    if damage == "delete":
+        info.unlink()
+    elif damage == "corrupt":
+        info.write_text('{"kind": "hf", ')
+    else:
+        info.write_text(json.dumps({**json.loads(info.read_text()), "kind": "sklearn"}))
+    with pytest.raises(MtkdError) as err:
+        predict(work, "hf", ckpt)
+    one_line(err, str(ckpt), message)
+
+
+def test_tokenizer_larger_than_the_model(work, tmp_path):
+    from transformers import AutoTokenizer
+
+    ckpt = copy_ckpt(work, "hf", tmp_path)
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    tok.add_tokens([f"newtoken{i}" for i in range(10)])
+    tok.save_pretrained(ckpt)
+    with pytest.raises(MtkdError) as err:
+        predict(work, "hf", ckpt)
+    one_line(err, str(ckpt), f"tokenizer has {len(tok)} tokens", "do not belong together")
+
+
+def test_tokenizer_swapped_for_another_of_the_same_size(work, tmp_path):
+    ckpt = copy_ckpt(work, "hf", tmp_path)
+    spec = json.loads((ckpt / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["good"], vocab["bad"] = vocab["bad"], vocab["good"]  # same size, different encoding
+    (ckpt / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(MtkdError) as err:
+        predict(work, "hf", ckpt)
+    one_line(err, str(ckpt), "tokenizer vocabulary differs from the one the teacher was trained with")
+
+
+def test_truncated_sklearn_checkpoint_names_the_file(work, tmp_path):
+    ckpt = copy_ckpt(work, "sklearn", tmp_path)
+    truncate(ckpt / "model.safetensors")
+    with pytest.raises(MtkdError) as err:
+        predict(work, "sklearn", ckpt)
+    one_line(err, str(ckpt / "model.safetensors"), "cannot load the sklearn teacher's arrays")
+
+
+def test_sklearn_classifier_with_wrong_label_count(work, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    ckpt = copy_ckpt(work, "sklearn", tmp_path)
+    arrays = load_file(str(ckpt / "model.safetensors"))
+    save_file({**arrays, "classes": np.array([0, 1, 2], dtype=np.int64)}, str(ckpt / "model.safetensors"))
+    with pytest.raises(MtkdError) as err:
+        predict(work, "sklearn", ckpt)
+    one_line(err, str(ckpt / "model.safetensors"), "classifier has 3 labels, the task has 2")
+
+
+def test_sklearn_vocabulary_mismatch(work, tmp_path):
+    ckpt = copy_ckpt(work, "sklearn", tmp_path)
+    vocab = json.loads((ckpt / "vocabulary.json").read_text())
+    (ckpt / "vocabulary.json").write_text(json.dumps(dict(list(vocab.items())[:10])))
+    with pytest.raises(MtkdError) as err:
+        predict(work, "sklearn", ckpt)
+    one_line(err, str(ckpt), "vocabulary (10) and arrays")
