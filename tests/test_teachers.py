@@ -107,12 +107,14 @@ def test_hf_checkpoint_round_trip(work):
     assert out["test"].shape == (len(work["frames"]["test"]), 2) and np.isfinite(out["test"]).all()
 
 
-def test_truncated_hf_checkpoint_names_the_file(work, tmp_path):
-    ckpt = copy_ckpt(work, "hf", tmp_path)
+@pytest.mark.parametrize("kind, message", [("hf", "corrupt or truncated safetensors"),
+                                           ("sklearn", "cannot load the sklearn teacher's arrays")])
+def test_truncated_checkpoint_names_the_file(work, tmp_path, kind, message):
+    ckpt = copy_ckpt(work, kind, tmp_path)
     truncate(ckpt / "model.safetensors")
     with pytest.raises(MtkdError) as err:
-        predict(work, "hf", ckpt)
-    one_line(err, str(ckpt / "model.safetensors"), "corrupt or truncated safetensors")
+        predict(work, kind, ckpt)
+    one_line(err, str(ckpt / "model.safetensors"), message)
 
 
 def test_pickled_hf_checkpoint_is_refused(work, tmp_path):
@@ -183,14 +185,6 @@ def test_tokenizer_swapped_for_another_of_the_same_size(work, tmp_path):
     with pytest.raises(MtkdError) as err:
         predict(work, "hf", ckpt)
     one_line(err, str(ckpt), "tokenizer vocabulary differs from the one the teacher was trained with")
-
-
-def test_truncated_sklearn_checkpoint_names_the_file(work, tmp_path):
-    ckpt = copy_ckpt(work, "sklearn", tmp_path)
-    truncate(ckpt / "model.safetensors")
-    with pytest.raises(MtkdError) as err:
-        predict(work, "sklearn", ckpt)
-    one_line(err, str(ckpt / "model.safetensors"), "cannot load the sklearn teacher's arrays")
 
 
 def test_sklearn_classifier_with_wrong_label_count(work, tmp_path):

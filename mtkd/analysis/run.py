@@ -16,8 +16,8 @@ from mtkd.analysis.page import Page
 from mtkd.analysis.regions import agreement_analysis, base_failure_shares, failure_analysis, teacher_confidence
 from mtkd.analysis.registry import Analysis, plot_tables
 from mtkd.analysis.report import build_report
-from mtkd.analysis.tables import (best_of_kind, gate_weights, method_kind, pick_best, results_rows, results_table,
-                                  rounded, strategy_scores, task_summary)
+from mtkd.analysis.tables import (best_of_kind, gate_weights, method_kind, results_rows, results_table, rounded,
+                                  strategy_scores, task_summary)
 from mtkd.errors import MtkdError
 from mtkd.io import write_json
 from mtkd.metrics import softmax
@@ -60,7 +60,7 @@ def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list, limits: list
     summary = task_summary(primary, teacher_scores, scores, kinds, len(y), len(seeds), head)
     for s, iv in intervals.items():
         summary["strategies"][s]["interval_note"] = iv["note"]
-    reference = pick_best({t: v["validation"] for t, v in teacher_scores.items()})
+    reference = summary["gap_closed"]["reference_teacher"]  # the best teacher, chosen on validation
     summary["gap_closed"]["intervals"] = verdict.gap_intervals(
         y, groups, student_preds, teacher_preds[teachers.index(reference)] if reference else None, primary, C, plan)
     probs = {s: {seed: softmax(z) for seed, z in by.items()} for s, by in inp.student_test.items()}

@@ -50,9 +50,11 @@ def make_plan(groups, n_seeds: int) -> stats.Plan | None:
     return stats.resample_plan(list(groups), n_seeds)
 
 
-def _json(result: dict) -> dict:
-    out = stats.without_bootstrap(result)
-    return {k: (rounded(v) if isinstance(v, float) else v) for k, v in out.items()}
+def _rounded(d: dict) -> dict:
+    """Floats as metrics/ records them (6 decimals); everything else as is."""
+    return {k: (rounded(v) if isinstance(v, float) else v) for k, v in d.items()}
+
+
 
 
 def compare_students(labels: np.ndarray, groups, preds: dict[str, dict], kinds: dict[str, str], metric: str,
@@ -67,7 +69,7 @@ def compare_students(labels: np.ndarray, groups, preds: dict[str, dict], kinds: 
         raw[comparison_key(a, b)] = {"a": a, "b": b, **stats.paired_difference(
             labels, groups, preds[a], preds[b], metric, plan, num_classes=num_classes)}
     adjusted = stats.adjust_family(raw)
-    return {key: {**_json(res), "verdict": verdict_of(res)} for key, res in adjusted.items()}
+    return {key: {**_rounded(stats.without_bootstrap(res)), "verdict": verdict_of(res)} for key, res in adjusted.items()}
 
 
 def strategy_interval(labels: np.ndarray, preds_by_seed: dict, metric: str, num_classes: int,
@@ -76,12 +78,10 @@ def strategy_interval(labels: np.ndarray, preds_by_seed: dict, metric: str, num_
     stack = np.stack([np.asarray(p, dtype=np.int64) for p in preds_by_seed.values()])
     point = float(stats.full_metric(labels, stack, metric, num_classes).mean())
     if plan is None:
-        note = stats.NOTE_ONE_SEED if len(preds_by_seed) < 2 else stats.NOTE_ONE_GROUP
-        return {"point": rounded(point), "ci95_low": None, "ci95_high": None, "note": note}
-    low, high = stats.percentile_interval(stats.resampled_metric(labels, stack, metric, plan, num_classes))
-    if high - low <= 0:
-        return {"point": rounded(point), "ci95_low": None, "ci95_high": None, "note": stats.NOTE_ZERO_WIDTH}
-    return {"point": rounded(point), "ci95_low": rounded(low), "ci95_high": rounded(high), "note": None}
+        return {"point": rounded(point), "ci95_low": None, "ci95_high": None,
+                "note": stats._degenerate_note(len(preds_by_seed), 1)}
+    low, high, note = stats._interval_fields(stats.resampled_metric(labels, stack, metric, plan, num_classes))
+    return _rounded({"point": point, "ci95_low": low, "ci95_high": high, "note": note})
 
 
 def gap_intervals(labels: np.ndarray, groups, preds: dict[str, dict], teacher_preds: np.ndarray | None,
@@ -95,7 +95,7 @@ def gap_intervals(labels: np.ndarray, groups, preds: dict[str, dict], teacher_pr
             continue
         res = stats.gap_closed(labels, groups, preds[s], preds["none"], teacher_preds, metric, plan,
                                num_classes=num_classes)
-        out[s] = {k: (rounded(v) if isinstance(v, float) else v) for k, v in res.items()}
+        out[s] = _rounded(res)
     return out
 
 
@@ -106,13 +106,13 @@ def positive_intervals(labels: np.ndarray, probs: dict[str, dict], fused: dict[s
     for s, by_seed in probs.items():
         row = {}
         if plan is not None:
-            row["ece"] = _rounded_dict(stats.ece_interval(by_seed, labels, plan))
+            row["ece"] = _rounded(stats.ece_interval(by_seed, labels, plan))
             if s in fused:
                 kl = {seed: _kl(fused[s][seed], by_seed[seed]) for seed in by_seed}
-                row["kl_fused"] = _rounded_dict(stats.mean_interval(kl, plan))
+                row["kl_fused"] = _rounded(stats.mean_interval(kl, plan))
         else:
-            note = stats.NOTE_ONE_SEED if len(by_seed) < 2 else stats.NOTE_ONE_GROUP
-            row["ece"] = {"point": None, "ci95_low": None, "ci95_high": None, "note": note}
+            row["ece"] = {"point": None, "ci95_low": None, "ci95_high": None,
+                          "note": stats._degenerate_note(len(by_seed), 1)}
         out[s] = row
     return out
 
@@ -124,10 +124,6 @@ def _kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return (p * (np.log(p) - np.log(q))).sum(axis=1)
 
 
-def _rounded_dict(d: dict) -> dict:
-    return {k: (rounded(v) if isinstance(v, float) else v) for k, v in d.items()}
-
-
 def selection(labels_val: np.ndarray, groups_val, preds_val: dict[str, dict], kinds: dict[str, str],
               metric: str, num_classes: int) -> dict | None:
     """How often resampled validation groups and seeds pick the same best multi and best single."""
@@ -136,8 +132,8 @@ def selection(labels_val: np.ndarray, groups_val, preds_val: dict[str, dict], ki
     if not multi or not single:
         return None
     res = stats.selection_stability(labels_val, groups_val, preds_val, multi, single, metric, num_classes=num_classes)
-    return _rounded_dict({k: ({n: rounded(v) for n, v in val.items()} if isinstance(val, dict) else val)
-                          for k, val in res.items()})
+    return _rounded({k: ({n: rounded(v) for n, v in val.items()} if isinstance(val, dict) else val)
+                     for k, val in res.items()})
 
 
 def headline(comparisons: dict, best_multi: str | None, best_single: str | None, stability: dict | None) -> dict | None:
