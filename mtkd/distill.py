@@ -97,14 +97,49 @@ def train_seed(run: SeedRun) -> SeedResult:
     return SeedResult(seed, scores, predictions, curves)
 
 
+_WORKER_BUSY = False  # whether this worker process is inside a student run
+
+
+def _worker_sigint(signum, frame) -> None:
+    """Ctrl-C in a seed worker: a busy one unwinds (its temporaries are removed), an idle one just leaves."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent may forward the same Ctrl-C: unwind once
+    if _WORKER_BUSY:
+        raise KeyboardInterrupt
+    _quit_worker()
+
+
+def _quit_worker() -> None:
+    import os
+    import sys
+
+    sys.stderr.flush()
+    os._exit(130)  # not back to the pool's loop, which would print a traceback or take the next seed
+
+
 def _start_worker(threads: int) -> None:
+    import signal
+
     import torch
     import transformers
 
+    signal.signal(signal.SIGINT, _worker_sigint)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     transformers.logging.set_verbosity_error()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def _train_seed_in_worker(run: SeedRun) -> SeedResult:
+    global _WORKER_BUSY
+    _WORKER_BUSY = True
+    try:
+        return train_seed(run)
+    except KeyboardInterrupt:
+        _quit_worker()  # every `with atomic_path` on the way out has removed its temporary
+    finally:
+        _WORKER_BUSY = False
 
 
 def run_seeds(runs: list[SeedRun], workers: int, threads: int) -> list[SeedResult]:
@@ -113,15 +148,32 @@ def run_seeds(runs: list[SeedRun], workers: int, threads: int) -> list[SeedResul
     A seed's student depends only on its own run (its seed fixes initialisation, batch order
     and dropout), so the results are the same whichever process trains it and in which order;
     they differ from a run with another thread count in their last bits, as any CPU run does.
+    Ctrl-C stops every worker quietly, after each has removed what it was writing, and reaches
+    the caller as ``KeyboardInterrupt``.
     """
     if workers <= 1 or len(runs) <= 1:
         return [train_seed(r) for r in runs]
     import multiprocessing
+    import os
+    import signal
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=min(workers, len(runs)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_worker, initargs=(threads,)) as pool:
-        return list(pool.map(train_seed, runs))
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(runs)), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(threads,))
+    try:
+        return list(pool.map(_train_seed_in_worker, runs))
+    except KeyboardInterrupt:
+        # A terminal's Ctrl-C reaches the workers already; `kill -INT <this pid>` does not: forward it.
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            if proc.is_alive():
+                try:
+                    os.kill(proc.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def distill_task(strategy: Strategy, settings: dict, task: dict, frames: dict[str, pd.DataFrame],

@@ -49,13 +49,19 @@ class Watcher:
     def _loop(self):
         while not self._stop.is_set():
             for pattern in OUTPUT_GLOBS:
-                for path in self.repo.glob(pattern):
+                for path in self._paths(pattern):
                     if any(part.startswith(".") for part in path.relative_to(self.repo).parts):
                         continue  # temporaries (.<name>.XXXXXXXX.tmp) and .gitignore files
                     self.checks += 1
                     if not is_complete(path):
                         self.partial.append(str(path.relative_to(self.repo)))
             self._stop.wait(0.2)
+
+    def _paths(self, pattern: str) -> list[Path]:
+        try:
+            return list(self.repo.glob(pattern))
+        except FileNotFoundError:  # DVC removed a directory while it was listed: look again next round
+            return []
 
     def __enter__(self):
         self._thread.start()
