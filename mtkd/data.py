@@ -6,7 +6,9 @@ class count, primary metric, label names). Every example gets a stable string ``
 examples anywhere later; consumers compare ids, never positions.
 
 Adding a task = one decorated loader here + its test (``tests/test_data.py`` checks every
-registered task's declaration alike).
+registered task's declaration alike). Without code, a task is declared in params under
+``data.custom.<name>`` (:class:`CustomTask`: local files or a ``datasets`` hub id), found by
+:func:`get_task` with the params' ``data`` and loaded by :func:`load_custom`.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
 
 from mtkd.errors import MtkdError
 from mtkd.io import atomic_path, sha256_file, write_json
+from mtkd.schema import Strict
 
 SPLITS = ("train", "validation", "test")
 # `group`: the unit a split never cuts and the bootstrap resamples (SPEC §3): rt a movie, VADER's
@@ -204,10 +208,10 @@ GLUE = {
 }
 
 
-def _read_local(path: str) -> pd.DataFrame:
+def _read_local(path: str, key: str = "data.local_files") -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
-        raise MtkdError(f"data.local_files: {p} does not exist")
+        raise MtkdError(f"{key}: {p} does not exist")
     # Text stays text: no "NA"/"null" sentences read as missing, no all-digit sentences read as numbers.
     readers = {".tsv": lambda f: pd.read_csv(f, sep="\t", quoting=3, dtype=str, keep_default_na=False),
                ".csv": lambda f: pd.read_csv(f, dtype=str, keep_default_na=False),
@@ -215,11 +219,11 @@ def _read_local(path: str) -> pd.DataFrame:
                ".json": lambda f: pd.read_json(f, lines=True, dtype=False, convert_dates=False),
                ".parquet": pd.read_parquet}
     if p.suffix not in readers:
-        raise MtkdError(f"data.local_files: {p} has unsupported suffix '{p.suffix}' (use {', '.join(readers)})")
+        raise MtkdError(f"{key}: {p} has unsupported suffix '{p.suffix}' (use {', '.join(readers)})")
     try:
         return readers[p.suffix](p)
     except Exception as exc:  # malformed or truncated file: pandas/pyarrow raise many kinds
-        raise MtkdError(f"data.local_files: {p} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise MtkdError(f"{key}: {p} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
 def glue_splits(name: str) -> dict[str, str]:
@@ -296,6 +300,235 @@ def load_glue(params_data, task: Task) -> dict[str, pd.DataFrame]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Custom tasks: any labelled text dataset, declared in params as data.custom.<name>
+# (run_glue.py's names: train_file, validation_file, test_file; dataset_name, dataset_config_name).
+
+CUSTOM_FILES = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
+CUSTOM_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
+_CUSTOM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+class CustomTask(Strict):
+    """``data.custom.<name>``: a labelled text dataset from local files or a ``datasets`` hub id.
+
+    Splits missing from the files (or from ``dataset_splits``) are cut from train, seeded by
+    ``data.split_seed``, by ``group_column`` when given, else example by example, with
+    ``data.validation_fraction`` / ``data.test_fraction``.
+    """
+
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    dataset_name: str | None = None  # a `datasets` hub id (offline: from the Hugging Face cache)
+    dataset_config_name: str | None = None
+    dataset_splits: dict[str, str] | None = None  # our split -> the dataset's split; default {train: train}
+    text_column: str = "text"
+    text_pair_column: str | None = None  # sentence pairs: tokenised as pairs
+    label_column: str = "label"
+    label_names: list[str] | None = None  # default: the sorted distinct label values
+    primary_metric: Literal["accuracy", "f1", "mcc"] = "accuracy"
+    id_column: str | None = None  # default: ids from the file row, <task>-<split>-<row>
+    group_column: str | None = None  # the unit a split never cuts and the bootstrap resamples
+
+    def files(self) -> dict[str, str]:
+        """``{split: path}`` of the local files given."""
+        return {split: getattr(self, f) for split, f in CUSTOM_FILES.items() if getattr(self, f)}
+
+    def check(self, key: str) -> None:
+        """What params alone can tell: one source, known extensions, label names, the primary metric."""
+        if (self.train_file is None) == (self.dataset_name is None):
+            raise MtkdError(f"{key}: give exactly one of train_file (local files) or dataset_name (a `datasets` hub id)")
+        if self.dataset_name is not None:
+            if given := [f for f in ("validation_file", "test_file") if getattr(self, f)]:
+                raise MtkdError(f"{key}.{given[0]}: goes with train_file; a hub dataset's splits are dataset_splits")
+            splits = self.dataset_splits or {"train": "train"}
+            if unknown := [s for s in splits if s not in SPLITS]:
+                raise MtkdError(f"{key}.dataset_splits: unknown split '{unknown[0]}' (ours are {', '.join(SPLITS)})")
+            if "train" not in splits:
+                raise MtkdError(f"{key}.dataset_splits: needs 'train' (the others are cut from it when absent)")
+            if len(set(splits.values())) < len(splits):
+                raise MtkdError(f"{key}.dataset_splits: a split of {self.dataset_name} is used twice ({splits})")
+        else:
+            for given in ("dataset_config_name", "dataset_splits"):
+                if getattr(self, given) is not None:
+                    raise MtkdError(f"{key}.{given}: goes with dataset_name, not train_file")
+            for split, path in self.files().items():
+                if Path(path).suffix not in CUSTOM_SUFFIXES:
+                    raise MtkdError(f"{key}.{CUSTOM_FILES[split]}: '{path}' has unknown extension '{Path(path).suffix}'"
+                                    f" (use {', '.join(CUSTOM_SUFFIXES)})")
+        if self.text_pair_column is not None and self.text_pair_column == self.text_column:
+            raise MtkdError(f"{key}.text_pair_column: '{self.text_pair_column}' is the text_column too")
+        if self.label_column in (self.text_column, self.text_pair_column):
+            raise MtkdError(f"{key}.label_column: '{self.label_column}' is a text column too")
+        if self.label_names is not None:
+            if len(self.label_names) < 2:
+                raise MtkdError(f"{key}.label_names: a task needs at least 2 classes, got {self.label_names}")
+            if len(set(self.label_names)) < len(self.label_names) or any(not n.strip() for n in self.label_names):
+                raise MtkdError(f"{key}.label_names: names must be distinct and non-empty, got {self.label_names}")
+            _check_binary_metric(key, self.primary_metric, self.label_names)
+
+
+def _check_binary_metric(key: str, metric: str, names) -> None:
+    if metric == "f1" and len(names) != 2:
+        shown = ", ".join(map(str, list(names)[:6])) + (", …" if len(names) > 6 else "")
+        raise MtkdError(f"{key}.primary_metric: 'f1' is the positive class's F1 of a binary task; this task has"
+                        f" {len(names)} classes ({shown}): use accuracy or mcc")
+
+
+def custom_task(name: str, spec: CustomTask) -> Task:
+    """The :class:`Task` of ``data.custom.<name>`` (its classes are counted when its files are read)."""
+    names = tuple(spec.label_names or ())
+    return Task(name=name, num_classes=len(names), primary_metric=spec.primary_metric, load=load_custom,
+                label_names=names, pair=spec.text_pair_column is not None, group_by=spec.group_column or "example")
+
+
+def _missing(values: pd.Series) -> pd.Series:
+    """Missing (None, NaN) or blank entries."""
+    return values.isna() | (values.astype(str).str.strip() == "")
+
+
+def _label_text(value) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))  # 2.0 from a float column is label "2"
+    return str(value)
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def _custom_raw(spec: CustomTask, key: str, name: str) -> tuple[dict, str, tuple[str, ...]]:
+    """``{split: (frame, where, id prefix)}``, the source hash, and the hub's class names (ClassLabel) if any."""
+    if spec.train_file is not None:
+        raw = {}
+        for split, path in spec.files().items():
+            where = f"{key}.{CUSTOM_FILES[split]} ({path})"
+            raw[split] = (_read_local(path, f"{key}.{CUSTOM_FILES[split]}"), where, f"{name}-{split}")
+        source = hashlib.sha256("".join(sha256_file(p) for p in spec.files().values()).encode()).hexdigest()
+        return raw, source, ()
+    import datasets
+
+    shown = spec.dataset_name + (f" ({spec.dataset_config_name})" if spec.dataset_config_name else "")
+    try:
+        ds = datasets.load_dataset(spec.dataset_name, spec.dataset_config_name)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise MtkdError(f"{key}.dataset_name: cannot load {shown} ({type(exc).__name__}: {first[:200]}); offline"
+                        " (HF_DATASETS_OFFLINE=1, the default) it must be in the Hugging Face cache:"
+                        " run once with HF_DATASETS_OFFLINE=0") from None
+    raw, hub_names = {}, ()
+    for ours, theirs in (spec.dataset_splits or {"train": "train"}).items():
+        if theirs not in ds:
+            raise MtkdError(f"{key}.dataset_splits: '{theirs}' is not a split of {shown} (has: {', '.join(ds)})")
+        feature = ds[theirs].features.get(spec.label_column)
+        if isinstance(feature, datasets.ClassLabel):
+            hub_names = tuple(feature.names)
+        raw[ours] = (ds[theirs].to_pandas(), f"{key}: {shown} split '{theirs}'", f"{name}-{theirs}")
+    theirs = (spec.dataset_splits or {"train": "train"}).values()
+    source = hashlib.sha256("".join(ds[t]._fingerprint for t in theirs).encode()).hexdigest()
+    return raw, source, hub_names
+
+
+def _custom_frame(spec: CustomTask, key: str, frame: pd.DataFrame, where: str, prefix: str) -> pd.DataFrame:
+    """One file's rows as id, text_a, text_b, label (the raw value, as text), group; every bad row refused."""
+    columns = {"text_column": spec.text_column, "text_pair_column": spec.text_pair_column,
+               "label_column": spec.label_column, "id_column": spec.id_column, "group_column": spec.group_column}
+    for field_name, column in columns.items():
+        if column is not None and column not in frame.columns:
+            raise MtkdError(f"{key}.{field_name}: no column '{column}' in {where}"
+                            f" (has: {', '.join(map(str, frame.columns))})")
+    frame = frame.reset_index(drop=True)
+    if frame.empty:
+        raise MtkdError(f"{where}: no rows")
+
+    def refuse_missing(field_name: str, column: str, what: str) -> None:
+        bad = _missing(frame[column])
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise MtkdError(f"{key}.{field_name}: {what} in {where}, row {i} (0-based; {int(bad.sum())} such rows)")
+
+    if spec.id_column is not None:
+        refuse_missing("id_column", spec.id_column, "missing id")
+        ids = frame[spec.id_column].map(_label_text)
+    else:
+        ids = pd.Series([f"{prefix}-{i}" for i in range(len(frame))])
+    refuse_missing("text_column", spec.text_column, f"empty or missing text ('{spec.text_column}')")
+    if spec.text_pair_column is not None:
+        refuse_missing("text_pair_column", spec.text_pair_column, f"empty or missing text ('{spec.text_pair_column}')")
+    refuse_missing("label_column", spec.label_column, f"missing label ('{spec.label_column}')")
+    if spec.group_column is not None:
+        refuse_missing("group_column", spec.group_column, f"missing group ('{spec.group_column}')")
+    return pd.DataFrame({
+        "id": ids.astype(str).to_numpy(dtype=object),
+        "text_a": frame[spec.text_column].astype(str).to_numpy(dtype=object),
+        "text_b": frame[spec.text_pair_column].astype(str).to_numpy(dtype=object) if spec.text_pair_column else None,
+        "label": frame[spec.label_column].map(_label_text).to_numpy(dtype=object),
+        "group": (frame[spec.group_column].map(_label_text) if spec.group_column else ids).astype(str).to_numpy(dtype=object),
+        "_where": where,
+    })
+
+
+def load_custom(params_data, task: Task) -> dict[str, pd.DataFrame]:
+    """``data.custom.<task>``: read, check, map labels to class ids, cut the splits not given from train."""
+    spec: CustomTask = params_data.custom[task.name]
+    key = f"data.custom.{task.name}"
+    raw, source, hub_names = _custom_raw(spec, key, task.name)
+    frames = {split: _custom_frame(spec, key, f, where, prefix) for split, (f, where, prefix) in raw.items()}
+    rows = pd.concat(frames.values(), ignore_index=True)
+    dup = rows["id"].duplicated(keep=False)
+    if dup.any():
+        first = rows.loc[dup, "id"].iloc[0]
+        places = sorted(set(rows.loc[rows["id"] == first, "_where"]))
+        raise MtkdError(f"{key}{'.id_column' if spec.id_column else ''}: id '{first}' occurs"
+                        f" {int((rows['id'] == first).sum())} times (in {'; '.join(places)});"
+                        f" {int(rows.loc[dup, 'id'].nunique())} ids are not unique")
+    if spec.group_column is not None:  # given files may not share a group (a split never cuts one)
+        spans = rows.groupby("group")["_where"].nunique()
+        if (spans > 1).any():
+            group = spans.index[spans > 1][0]
+            places = sorted(set(rows.loc[rows["group"] == group, "_where"]))
+            raise MtkdError(f"{key}.group_column: {spec.group_column} '{group}' is in {' and '.join(places)};"
+                            f" a group stays in one split ({int((spans > 1).sum())} groups span files)")
+    values = list(dict.fromkeys(rows["label"]))  # distinct, in order of appearance
+    if len(values) < 2:
+        raise MtkdError(f"{key}.label_column: '{spec.label_column}' has a single value '{values[0]}' in every file;"
+                        " a task needs at least 2 classes")
+    names = list(spec.label_names or hub_names)
+    if names:
+        if set(values) <= set(names):
+            index = {n: i for i, n in enumerate(names)}
+        elif all(_is_int(v) and 0 <= int(v) < len(names) for v in values):
+            index = {v: int(v) for v in values}  # class ids 0..C-1, named by label_names
+        else:
+            bad = next(v for v in values if v not in names)
+            where = rows.loc[rows["label"] == bad, "_where"].iloc[0]
+            raise MtkdError(f"{key}.label_names: {names} do not cover label '{bad}' (in {where}); list every label"
+                            f" value, or use class ids 0..{len(names) - 1}")
+    else:
+        names = sorted(values, key=int) if all(_is_int(v) for v in values) else sorted(values)
+        index = {n: i for i, n in enumerate(names)}
+    _check_binary_metric(key, spec.primary_metric, names)
+    for split, frame in frames.items():
+        frames[split] = frame.assign(label=frame["label"].map(index).astype("int64")).drop(columns="_where")
+    train = frames["train"]
+    if params_data.max_examples:
+        train = train.sample(n=min(params_data.max_examples, len(train)), random_state=params_data.split_seed)
+    cut = [s for s in ("validation", "test") if s not in frames]
+    if cut:
+        where = split_by_group(train["group"], train.groupby("group").size(), seed=params_data.split_seed,
+                               validation=params_data.validation_fraction if "validation" in cut else 0.0,
+                               test=params_data.test_fraction if "test" in cut else 0.0)
+        for split in cut:
+            frames[split] = train[where == split]
+        train = train[where == "train"]
+    frames["train"] = train
+    out: dict = {split: frames[split][COLUMNS].reset_index(drop=True) for split in SPLITS}
+    out["_source_sha256"] = source
+    out["_label_names"] = [str(n) for n in names]
+    return out
+
+
 # One loader serves several tasks: VADER's three rated sets, GLUE's eight classification tasks.
 for _name in VADER:
     task(name=_name, num_classes=2, label_names=("negative", "positive"), group_by=VADER_GROUPS[_name])(load_vader)
@@ -306,9 +539,12 @@ for _name, ((_a, _b), _c, _metric, _labels) in GLUE.items():
 
 def prepare_task(params_data, name: str, out_dir: Path) -> dict:
     """Load, split, check and write one task's parquet files atomically; return its meta."""
-    task = get_task(name)
+    task = get_task(name, params_data)
     splits = task.load(params_data, task)
     source = splits.pop("_source_sha256")
+    if "_label_names" in splits:  # a custom task's classes are known once its files are read
+        task = replace(task, label_names=tuple(splits.pop("_label_names")))
+        task = replace(task, num_classes=len(task.label_names))
     meta = {"task": name, "num_classes": task.num_classes, "label_names": list(task.label_names),
             "primary_metric": task.primary_metric, "pair": task.pair, "group_by": task.group_by,
             "source_sha256": source, "splits": {}}
@@ -374,12 +610,19 @@ def load_meta(data_dir: Path, task: str) -> dict:
     return meta
 
 
-def report_splits(task: str) -> tuple[str, ...]:
-    return ("test",) + get_task(task).extra_test_splits
+def report_splits(task: str, params_data=None) -> tuple[str, ...]:
+    return ("test",) + get_task(task, params_data).extra_test_splits
 
 
-def get_task(name: str) -> Task:
-    """The registered task ``name`` (MtkdError naming the known ones otherwise)."""
-    if name not in TASKS:
-        raise MtkdError(f"unknown task '{name}' (known: {', '.join(sorted(TASKS))})")
-    return TASKS[name]
+def get_task(name: str, params_data=None) -> Task:
+    """The registered task ``name``, or the custom task ``data.custom.<name>`` of ``params_data``.
+
+    MtkdError naming the known ones otherwise.
+    """
+    if name in TASKS:
+        return TASKS[name]
+    custom = getattr(params_data, "custom", None) or {}
+    if name in custom:
+        return custom_task(name, custom[name])
+    known = sorted(TASKS) + sorted(custom)
+    raise MtkdError(f"unknown task '{name}' (known: {', '.join(known)})")

@@ -91,6 +91,9 @@ def train_seed(run: SeedRun) -> SeedResult:
     if run.save_dir is not None and get_engine().is_main:
         from mtkd.io import atomic_path
 
+        names = task.get("label_names") or []
+        if len(names) == C:  # served by transformers.pipeline with the task's label names
+            model.config.id2label, model.config.label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
         with atomic_path(run.save_dir, is_dir=True) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)

@@ -1,7 +1,8 @@
 """Teacher logits keyed by example id: the one thing every teacher kind reduces to.
 
 One ``.npz`` per teacher × task holds, per split, the ids and a ``[n, C]`` float32
-array, plus provenance (data fingerprint, checkpoint hash). Loading never unpickles
+array, plus provenance (data fingerprint, checkpoint hash) and the sha256 of each split's
+array, so that values edited in place (ids intact) are refused on load. Loading never unpickles
 (``allow_pickle=False``) and checks ids (content *and* order), shape, class count,
 finiteness and provenance against the prepared data: a mismatch is an error, never
 a silent re-alignment.
@@ -10,6 +11,7 @@ a silent re-alignment.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -29,15 +31,25 @@ OOF_FILE = "oof_train_logits.npz"
 def save_logits(path: Path, *, teacher: str, task: str, num_classes: int, splits: dict[str, tuple[list[str], np.ndarray]],
                 provenance: dict) -> None:
     arrays: dict[str, np.ndarray] = {}
+    hashes: dict[str, str] = {}
     for split, (ids, logits) in splits.items():
         logits = np.asarray(logits, dtype=np.float32)
         check_array(logits, ids, num_classes, f"{path}[{split}]")
         arrays[f"{split}/ids"] = np.asarray(ids, dtype=str)
         arrays[f"{split}/logits"] = logits
+        hashes[split] = array_sha256(logits)
     meta = {"format": FORMAT_VERSION, "teacher": teacher, "task": task, "num_classes": num_classes,
-            "splits": sorted(splits), **provenance}
+            "splits": sorted(splits), **provenance, "logits_sha256": hashes}
     arrays["meta"] = np.asarray(json.dumps(meta, sort_keys=True))
     write_npz(path, **arrays)
+
+
+def array_sha256(logits: np.ndarray) -> str:
+    """sha256 of a logits array's float32 values (C order) and shape: what ``load_logits`` re-checks."""
+    a = np.ascontiguousarray(logits, dtype=np.float32)
+    digest = hashlib.sha256(f"{a.shape}".encode())
+    digest.update(a.tobytes())
+    return digest.hexdigest()
 
 
 def check_array(logits: np.ndarray, ids, num_classes: int, where: str) -> None:
@@ -98,6 +110,10 @@ def load_logits(path: Path, split: str, expected: pd.DataFrame, num_classes: int
         missing, extra = len(set(want) - set(ids)), len(set(ids) - set(want))
         dup = len(ids) - len(set(ids))
         raise MtkdError(f"{where}: ids do not match the prepared split ({missing} missing, {extra} unknown, {dup} duplicated)")
+    hashes = meta.get("logits_sha256")  # absent in files written before hashes were recorded
+    if isinstance(hashes, dict) and hashes.get(split) is not None and hashes[split] != (now := array_sha256(logits)):
+        raise MtkdError(f"{where}: logits differ from those extract_logits wrote (sha256 recorded {str(hashes[split])[:12]}…,"
+                        f" the array is now {now[:12]}…): edited in place? re-run `dvc repro extract_logits`")
     recorded = meta.get("data_fingerprint", {}).get(split)
     if data_fingerprint is not None and recorded is not None and recorded != data_fingerprint:
         raise MtkdError(f"{where}: computed for data fingerprint {recorded}, the prepared split is {data_fingerprint}; stale logits")

@@ -8,15 +8,17 @@ with the nearest valid name suggested for a misspelt key.
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
+from mtkd.data import CustomTask
 from mtkd.errors import MtkdError
 from mtkd.schema import RandomInit, Strict, TrainArgs  # noqa: F401  (RandomInit, TrainArgs: re-exported)
-from mtkd.teachers import TEACHER_KINDS, HFTeacher, SklearnTeacher  # noqa: F401  (re-exported)
+from mtkd.teachers import TEACHER_KINDS, HFTeacher, PrecomputedTeacher, SklearnTeacher  # noqa: F401  (re-exported)
 
 PARAMS_FILE = "params.yaml"
 
@@ -35,6 +37,21 @@ class Data(Strict):
     max_examples: int | None = Field(None, ge=30)
     # Local GLUE-schema files per task: {task: {train: path, validation: path, ...}}.
     local_files: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # Tasks declared here, run when named in `tasks`: {name: local files or a hub dataset, columns, labels}.
+    custom: dict[str, CustomTask] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _custom_tasks(self):
+        from mtkd.data import _CUSTOM_NAME, TASKS
+
+        for name, spec in self.custom.items():
+            if name in TASKS:
+                raise MtkdError(f"data.custom.{name}: '{name}' is a built-in task; give the custom task another name")
+            if not _CUSTOM_NAME.fullmatch(name):
+                raise MtkdError(f"data.custom.{name}: a task name is a letter, then letters, digits or _"
+                                " (it names files and stages)")
+            spec.check(f"data.custom.{name}")
+        return self
 
 
 class Student(TrainArgs):
@@ -166,13 +183,17 @@ class Params(Strict):
         from mtkd.fusion import get_strategy, strategy_names
 
         for task in self.data.tasks:
-            if task not in TASKS:
+            if task not in TASKS and task not in self.data.custom:
+                known = [*TASKS, *self.data.custom]
                 raise MtkdError(
-                    f"data.tasks: unknown task '{task}'{_task_hint(task, TASKS)} (known: {', '.join(sorted(TASKS))})"
+                    f"data.tasks: unknown task '{task}'{_task_hint(task, known)} (known: {', '.join(sorted(known))};"
+                    " or declare it under data.custom)"
                 )
         if len(set(self.data.tasks)) != len(self.data.tasks):
             raise MtkdError("data.tasks: names must be distinct")
         _check_local_files(self.data)
+        for name, cfg in self.teachers.items():
+            TEACHER_KINDS[cfg.kind].check_params(name, cfg, self.data.tasks)
         valid = strategy_names(list(self.teachers))
         for strategy in self.distill.strategies:
             if strategy not in valid:
@@ -266,12 +287,19 @@ def _model_at(loc: list[str], raw: dict) -> type[BaseModel] | None:
     if loc[:1] == ["teachers"] and len(loc) >= 2:
         kind = (raw.get("teachers", {}).get(loc[1]) or {}).get("kind")
         model, loc = TEACHER_MODELS.get(kind), loc[2:]
+    values_of = None  # the model of a mapping's values (data.custom.<name>): the next part is a key
     for part in loc:
+        if values_of is not None:
+            model, values_of = values_of, None
+            continue
         if model is None or part not in model.model_fields:
             return None
         ann = model.model_fields[part].annotation
+        args = typing.get_args(ann)
+        if typing.get_origin(ann) is dict and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+            values_of = args[1]
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    return model
+    return None if values_of is not None else model
 
 
 def validate_params(raw: Any, source: str = PARAMS_FILE) -> Params:

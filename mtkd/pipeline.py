@@ -7,7 +7,7 @@ dependency on their parent is fragile, FACTS). The template marks each such list
 ``- <name>`` line; this module fills those lines, and writes ``runtime.launcher`` into the
 commands itself (DVC would otherwise need the key in every params file, and a profile or a
 test's params may leave it at its default). After changing
-``teachers``, ``data.tasks``, ``data.local_files`` or ``distill.strategies``, run::
+``teachers``, ``data.tasks``, ``data.local_files``, ``data.custom`` or ``distill.strategies``, run::
 
     python -m mtkd.pipeline                                # rewrite dvc.yaml
     python -m mtkd.pipeline --check                        # exit 1 if dvc.yaml is stale
@@ -55,8 +55,10 @@ def _lists(params: Params) -> dict[str, list]:
     analysis = dvc_entries()
     git = {"cache": False}
     return {
-        "data_files": list(dict.fromkeys(p for task in params.data.tasks
-                                         for p in params.data.local_files.get(task, {}).values())),
+        "data_files": list(dict.fromkeys([*(p for task in params.data.tasks
+                                            for p in params.data.local_files.get(task, {}).values()),
+                                          *(p for task in params.data.tasks if task in params.data.custom
+                                            for p in params.data.custom[task].files().values())])),
         "strategy_settings": [{strategy_settings_path(s): git} for s in params.distill.strategies],
         "teacher_outputs": [p for t, task in pairs for p in (f"logits/{t}-{task}.npz", f"metrics/teachers/{t}-{task}.json")],
         "student_outputs": [p for s in params.distill.strategies
@@ -67,10 +69,70 @@ def _lists(params: Params) -> dict[str, list]:
     }
 
 
+def teacher_files(params: Params) -> dict[tuple[str, str], list[str]]:
+    """``{(teacher, task): files}``: what each teacher's kind reads besides data and checkpoint (its stages' deps)."""
+    from mtkd.teachers import TEACHER_KINDS
+
+    return {(t, task): TEACHER_KINDS[cfg.kind].dvc_deps(cfg, task)
+            for t, cfg in params.teachers.items() for task in params.data.tasks}
+
+
+FILLER = "data/prepared"  # a per-item file slot of a teacher whose kind reads no file (a dependency already listed)
+_STAGE = re.compile(r"^  (?P<name>[\w-]+):\s*$")
+_MATRIX = ["    matrix:", "      teacher: ${teachers}", "      task: ${data.tasks}"]
+
+
+def _flow(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10000).strip()
+
+
+def _per_item_files(lines: list[str], files: dict[tuple[str, str], list[str]], slots: int) -> list[str]:
+    """Each ``teacher × task`` matrix stage that lists ``- <teacher_files>``, as a ``foreach`` over its items.
+
+    DVC's matrix gives every item the same dependencies, and its templating cannot look a
+    path up by ``${item.teacher}``; a ``foreach`` over a dict keyed ``<teacher>-<task>`` (the
+    matrix's own stage names) carries each item's files as ``${item.file0}``, … instead.
+    """
+    out, i = [], 0
+    while i < len(lines):
+        if not _STAGE.match(lines[i]):
+            out.append(lines[i])
+            i += 1
+            continue
+        end = i + 1
+        while end < len(lines) and not re.match(r"^ {0,2}\S", lines[end]):
+            end += 1
+        body = lines[i + 1:end]
+        if not any(_MARKER.match(line) and _MARKER.match(line)["name"] == "teacher_files" for line in body):
+            out.extend(lines[i:end])
+            i = end
+            continue
+        if [b.split("#")[0].rstrip() for b in body[:3]] != _MATRIX:
+            raise MtkdError(f"{TEMPLATE}: stage '{_STAGE.match(lines[i])['name']}' lists <teacher_files> but does not"
+                            f" start with the matrix {' / '.join(m.strip() for m in _MATRIX)}")
+        out.append(lines[i])
+        out.append(f"    foreach:                        # generated: teacher × task, the files its kind reads ({FILLER}: none)")
+        for (teacher, task), paths in files.items():
+            key = f"{teacher}-{task}"
+            item = {"teacher": teacher, "task": task,
+                    **{f"file{k}": paths[k] if k < len(paths) else FILLER for k in range(slots)}}
+            out.append("      " + _flow({key: item})[1:-1])  # `key: {teacher: …}` (the outer braces cut)
+        out.append("    do:")
+        out.extend(("  " + line) if line.strip() else line for line in body[3:])
+        i = end
+    return out
+
+
 def render(params: Params, template: Path = TEMPLATE) -> str:
     lists = _lists(params)
+    files = teacher_files(params)
+    slots = max((len(v) for v in files.values()), default=0)
+    lists["teacher_files"] = ["${item.file%d}" % k for k in range(slots)]
+    lines = template.read_text().replace(LAUNCHER, params.runtime.launcher).splitlines()
+    if slots:
+        lines = _per_item_files(lines, files, slots)
     out = [HEADER]
-    for line in template.read_text().replace(LAUNCHER, params.runtime.launcher).splitlines():
+    for line in lines:
         m = _MARKER.match(line)
         if m is None:
             out.append(line + "\n")

@@ -229,11 +229,13 @@ def main(argv=None) -> int:
             if proc.returncode != 0:
                 raise MtkdError(f"dvc exp show --json failed: {proc.stderr.strip().splitlines()[-1:]}")
             exp_show = json.loads(proc.stdout)
-        from mtkd.data import get_task
+        from mtkd.data import TASKS, load_meta
         from mtkd.io import write_json
 
         runs = collect(exp_show)
-        primary = {t: get_task(t).primary_metric for t in swept_tasks(runs)}
+        # a custom task (data.custom) records its primary metric in its prepared meta
+        primary = {t: TASKS[t].primary_metric if t in TASKS else load_meta(Path("data/prepared"), t)["primary_metric"]
+                   for t in swept_tasks(runs)}
         summary = summarize_sweep(runs, primary)
         write_json(args.json, summary)
         report(runs, summary, primary).write(args.html)

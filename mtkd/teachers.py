@@ -49,6 +49,21 @@ class TeacherKind:
                 trust_remote_code: bool = False) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def dvc_deps(self, cfg, task: str) -> list[str]:
+        """Files the teacher reads for ``task`` besides the prepared data and its checkpoint.
+
+        ``python -m mtkd.pipeline`` makes them dependencies of the teacher's own
+        ``train_teachers`` and ``extract_logits`` stages (and of no other teacher's).
+        """
+        return []
+
+    def check_params(self, name: str, cfg, tasks: list[str]) -> None:
+        """Checks of ``teachers.<name>`` that need more than its own block (params validation calls it)."""
+
+    def provenance(self, model_dir: Path) -> dict:
+        """What ``extract_logits`` records in the logits' metadata besides the checkpoint hash."""
+        return {}
+
 
 TEACHER_KINDS: dict[str, TeacherKind] = {}
 
@@ -290,6 +305,199 @@ class SklearnKind(TeacherKind):
             scores = np.asarray(scores)
             out[split] = (np.concatenate([-scores / 2, scores / 2], axis=1) if scores.shape[1] == 1 else scores).astype(np.float32)
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores computed elsewhere (``kind: precomputed``)
+
+SCORE_SUFFIXES = (".parquet", ".jsonl", ".npz")
+
+
+class PrecomputedTeacher(Strict):
+    kind: Literal["precomputed"]
+    # parquet / jsonl: columns `id` and `scores` (a list of C numbers), optionally `split`;
+    # npz: `<split>/ids` + `<split>/logits` (a logits/*.npz file) or `<split>/scores`, or `ids` + `scores`.
+    # `{task}` in the path stands for the task's name (one file per task).
+    path: str = Field(min_length=1)
+    scores: Literal["logits", "probabilities"] = "logits"  # probabilities: checked, then logits = log(p)
+
+    @field_validator("path")
+    @classmethod
+    def _suffix(cls, v):
+        suffix = Path(v).suffix
+        if suffix not in SCORE_SUFFIXES:
+            raise ValueError(f"'{v}' has unknown extension '{suffix}' (use {', '.join(SCORE_SUFFIXES)})")
+        return v
+
+    def file(self, task: str) -> str:
+        return self.path.replace("{task}", task)
+
+
+def _id_text(value) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class ScoreTable:
+    """A scores file read and checked: ids, float32 logits ``[n, C]`` and, if the file gives them, splits."""
+
+    PROB_TOLERANCE = 1e-4
+
+    def __init__(self, path: Path, where: str, scores: str, num_classes: int):
+        self.path, self.where = Path(path), where
+        if not self.path.is_file():
+            raise MtkdError(f"{where}: {self.path} does not exist")
+        ids, values, splits = self._read()
+        values = np.asarray(values)
+        if values.ndim != 2 or values.shape[0] != len(ids):
+            raise MtkdError(f"{where}: {self.path}: scores of shape {values.shape} for {len(ids)} ids")
+        if values.shape[1] != num_classes:
+            raise MtkdError(f"{where}: {self.path} has {values.shape[1]} scores per example, the task has {num_classes} classes")
+        if not np.issubdtype(values.dtype, np.number):
+            raise MtkdError(f"{where}: {self.path}: scores are not numbers ({values.dtype})")
+        ids = np.asarray([_id_text(i) for i in ids], dtype=object)
+        uniq, counts = np.unique(ids.astype(str), return_counts=True)
+        if (counts > 1).any():
+            raise MtkdError(f"{where}: {self.path}: id '{uniq[counts > 1][0]}' occurs {int(counts.max())} times"
+                            f" ({int((counts > 1).sum())} ids repeated); every id once")
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            raise MtkdError(f"{where}: {self.path}: {int(bad.sum())} rows of scores are not finite (NaN or inf),"
+                            f" first id '{ids[bad][0]}'")
+        if scores == "probabilities":
+            if (values < 0).any():
+                row = int(np.flatnonzero((values < 0).any(axis=1))[0])
+                raise MtkdError(f"{where}: {self.path}: probabilities must be >= 0, id '{ids[row]}' has {values[row].min():g}")
+            sums = values.astype(np.float64).sum(axis=1)
+            off = np.abs(sums - 1.0) > self.PROB_TOLERANCE
+            if off.any():
+                row = int(np.flatnonzero(off)[0])
+                raise MtkdError(f"{where}: {self.path}: probabilities of id '{ids[row]}' sum to {sums[row]:.6f}, not 1"
+                                f" (within {self.PROB_TOLERANCE:g}; {int(off.sum())} such rows); logits? set scores: logits")
+            # log(0) would be -inf: a zero probability becomes float32's smallest normal number's log (-87.3)
+            values = np.log(np.clip(values.astype(np.float64), np.finfo(np.float32).tiny, None))
+        self.ids, self.logits = ids, np.asarray(values, dtype=np.float32)
+        self.splits = splits
+        self.index = {i: r for r, i in enumerate(self.ids)}
+
+    def _read(self):
+        path, where = self.path, self.where
+        try:
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as npz:
+                    files = set(npz.files)
+                    if "ids" in files and ({"scores", "logits"} & files):
+                        return npz["ids"], npz["scores" if "scores" in files else "logits"], None
+                    parts = sorted({k.split("/")[0] for k in files if k.endswith("/ids")})
+                    ids, values, splits = [], [], []
+                    for split in parts:
+                        key = next((f"{split}/{v}" for v in ("scores", "logits") if f"{split}/{v}" in files), None)
+                        if key is None:
+                            raise MtkdError(f"{where}: {path}: '{split}/ids' without '{split}/scores' or '{split}/logits'")
+                        ids.append(npz[f"{split}/ids"])
+                        values.append(npz[key])
+                        splits += [split] * len(ids[-1])
+                    if not parts:
+                        raise MtkdError(f"{where}: {path}: no arrays 'ids' + 'scores', nor '<split>/ids' + '<split>/logits'"
+                                        f" (has: {', '.join(sorted(files))})")
+                    return np.concatenate(ids), np.concatenate(values), np.asarray(splits, dtype=object)
+            frame = (pd.read_parquet(path) if path.suffix == ".parquet"
+                     else pd.read_json(path, lines=True, dtype=False, convert_dates=False))
+        except MtkdError:
+            raise
+        except Exception as exc:  # malformed or truncated file, pickled npz arrays …
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise MtkdError(f"{where}: {path} cannot be read ({type(exc).__name__}: {first[:200]})") from None
+        if missing := [c for c in ("id", "scores") if c not in frame.columns]:
+            raise MtkdError(f"{where}: {path}: no column {missing[0]!r} (needs 'id' and 'scores', a list of one score per"
+                            f" class; optional 'split'; has: {', '.join(map(str, frame.columns))})")
+        try:
+            values = np.array([np.asarray(v, dtype=np.float64) for v in frame["scores"]])
+        except (TypeError, ValueError) as exc:
+            raise MtkdError(f"{where}: {path}: 'scores' must be a list of numbers per row ({exc})") from None
+        if values.dtype == object:
+            raise MtkdError(f"{where}: {path}: rows of 'scores' differ in length")
+        splits = frame["split"].astype(str).to_numpy(dtype=object) if "split" in frame.columns else None
+        return frame["id"].to_numpy(), values.reshape(len(frame), -1) if len(frame) else values, splits
+
+    def select(self, frame: pd.DataFrame, split: str) -> np.ndarray:
+        """Logits for ``frame``'s ids, in its row order; every id must be in the file (in ``split`` if it says)."""
+        want = frame["id"].astype(str).tolist()
+        missing = [i for i in want if i not in self.index]
+        if missing:
+            raise MtkdError(f"{self.where}: {self.path} has no scores for {len(missing)} of the {len(want)} '{split}'"
+                            f" examples (first id '{missing[0]}')")
+        rows = np.fromiter((self.index[i] for i in want), dtype=np.int64, count=len(want))
+        if self.splits is not None and len(rows):
+            wrong = self.splits[rows] != split
+            if wrong.any():
+                r = int(rows[np.flatnonzero(wrong)[0]])
+                raise MtkdError(f"{self.where}: {self.path} gives id '{self.ids[r]}' in split '{self.splits[r]}',"
+                                f" the prepared data has it in '{split}'")
+        return self.logits[rows]
+
+    def check_no_extra(self, known: set[str]) -> None:
+        extra = [i for i in self.ids if i not in known]
+        if extra:
+            raise MtkdError(f"{self.where}: {self.path} has scores for {len(extra)} ids in no split of the prepared task"
+                            f" (first '{extra[0]}'): a stale file, or another task's")
+
+
+@teacher_kind("precomputed")
+class PrecomputedKind(TeacherKind):
+    """Scores computed elsewhere (a model queried elsewhere, an API, another framework), read from a file.
+
+    Nothing is trained: the checkpoint directory records the file's path and sha256, and
+    ``predict`` reads the file again, refusing it if it changed since, and puts its rows in
+    each split's id order (every id exactly once; with all splits, no id outside them).
+    """
+
+    Params = PrecomputedTeacher
+
+    def dvc_deps(self, cfg, task):
+        return [cfg.file(task)]
+
+    def check_params(self, name, cfg, tasks):
+        if len(tasks) > 1 and "{task}" not in cfg.path:
+            raise MtkdError(f"teachers.{name}.path: {len(tasks)} tasks need a file each; put {{task}} in the path"
+                            f" (got '{cfg.path}')")
+
+    def train(self, name, cfg, task, splits, out_dir, runtime, on_epoch=None, extra_files=None):
+        from mtkd.io import sha256_file
+
+        path = Path(cfg.file(task["task"]))
+        table = ScoreTable(path, f"teachers.{name}.path", cfg.scores, task["num_classes"])
+        for split, frame in splits.items():
+            table.select(frame, split)  # refused now rather than at extraction
+        with atomic_path(out_dir, is_dir=True) as tmp:
+            (tmp / CHECKPOINT_INFO).write_text(json.dumps(
+                {"kind": "precomputed", "teacher": name, "task": task["task"], "num_classes": task["num_classes"],
+                 "path": str(path), "scores": cfg.scores, "scores_sha256": sha256_file(path),
+                 "examples": len(table.ids)}, indent=2))
+            _write_extra(tmp, extra_files)
+        return {"best_epoch": 1, "history": []}
+
+    def predict(self, model_dir, frames, runtime, *, num_classes: int, trust_remote_code: bool = False):
+        from mtkd.data import SPLITS
+        from mtkd.io import sha256_file
+
+        info = _check_checkpoint(model_dir, "precomputed", num_classes)
+        path, where = Path(str(info.get("path"))), f"teachers.{info.get('teacher')}.path"
+        if not path.is_file():
+            raise MtkdError(f"{where}: {path} does not exist (the scores file of {model_dir})")
+        if sha256_file(path) != info.get("scores_sha256"):
+            raise MtkdError(f"{where}: {path} changed since train_teachers recorded it in {model_dir};"
+                            " run `dvc repro` (or `dvc repro train_teachers`)")
+        table = ScoreTable(path, where, info.get("scores", "logits"), num_classes)
+        out = {split: table.select(frame, split) for split, frame in frames.items()}
+        if set(SPLITS) <= set(frames):  # every split of the task (extract_logits): nothing else may be in the file
+            table.check_no_extra({i for f in frames.values() for i in f["id"].astype(str)})
+        return out
+
+    def provenance(self, model_dir):
+        info = json.loads((Path(model_dir) / CHECKPOINT_INFO).read_text())
+        return {"scores_file": info["path"], "scores_sha256": info["scores_sha256"], "scores": info["scores"]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,12 +17,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from mtkd.engine import get_engine
 from mtkd.metrics import classification_metrics
 from mtkd.models import forward_kwargs
+from mtkd.progress import progress_bar
 
 log = logging.getLogger("mtkd")
 
@@ -104,8 +104,8 @@ def predict(model, enc: Encoded, pad_id: int, batch_size: int = 128, bf16: bool 
     keys = forward_kwargs(model)
     order = np.argsort(-enc.lengths, kind="stable")[engine.rank::engine.world]
     logits, hiddens = [], []
-    for start in tqdm(range(0, len(order), batch_size), desc=desc or "predict", leave=False,
-                      disable=desc is None or not engine.is_main):
+    for start in progress_bar(range(0, len(order), batch_size), desc=desc or "predict", leave=False,
+                             disable=desc is None or not engine.is_main):
         idx = order[start:start + batch_size]
         batch = {k: v.to(engine.device) for k, v in collate(enc, idx, pad_id, keys).items()}
         with engine.autocast(bf16):
@@ -194,7 +194,7 @@ def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_i
             module.train()
         losses = []
         batches = make_batches(lengths, global_batch, rng, bucketing)[:steps_per_epoch]
-        bar = tqdm(batches, desc=f"{desc} epoch {epoch}", leave=False, mininterval=2.0, disable=not engine.is_main)
+        bar = progress_bar(batches, desc=f"{desc} epoch {epoch}", leave=False, mininterval=2.0, disable=not engine.is_main)
         for i, local in enumerate(bar, start=1):
             idx = pool[engine.shard(local)]
             batch = {k: v.to(engine.device) for k, v in collate(train_enc, idx, pad_id, keys).items()}

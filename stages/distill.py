@@ -35,7 +35,7 @@ def main(argv=None):
     metrics, arrays, curves = {}, {}, []
     for task in params.data.tasks:
         meta = load_meta(DATA, task)
-        splits = ["train", "validation", *report_splits(task)]
+        splits = ["train", "validation", *report_splits(task, params.data)]
         frames = {s: load_split(DATA, task, s) for s in splits}
         teacher_logits = None
         if strategy.uses_teachers:

@@ -28,19 +28,21 @@ def main(argv=None):
     set_threads(params.runtime)
     cfg = params.teachers[args.teacher]
     meta = load_meta(DATA, args.task)
-    names = list(dict.fromkeys(SPLITS + report_splits(args.task)))
+    names = list(dict.fromkeys(SPLITS + report_splits(args.task, params.data)))
     frames = {s: load_split(DATA, args.task, s) for s in names}
     name = f"{args.teacher}-{args.task}"
     model_dir = Path("models/teachers") / name
-    logits = get_teacher_kind(cfg.kind).predict(model_dir, frames, params.runtime, num_classes=meta["num_classes"],
-                                             trust_remote_code=getattr(cfg, "trust_remote_code", False))
+    kind = get_teacher_kind(cfg.kind)
+    logits = kind.predict(model_dir, frames, params.runtime, num_classes=meta["num_classes"],
+                          trust_remote_code=getattr(cfg, "trust_remote_code", False))
     # Train soft labels: out-of-fold when teachers.<t>.oof_folds is set (the full model's own
     # train logits are memorised, near one-hot); validation/test always from the full model.
     train_confidence = {"in_sample": confidence(logits["train"])}
-    oof = load_oof_logits(model_dir, args.teacher, cfg.oof_folds, frames["train"], meta["num_classes"],
+    oof = load_oof_logits(model_dir, args.teacher, getattr(cfg, "oof_folds", None), frames["train"], meta["num_classes"],
                           meta["splits"]["train"]["fingerprint"])
     provenance = {"data_fingerprint": {s: meta["splits"][s]["fingerprint"] for s in names},
-                  "checkpoint_sha256": sha256_tree(model_dir), "train_logits": "full_model"}
+                  "checkpoint_sha256": sha256_tree(model_dir), "train_logits": "full_model",
+                  **kind.provenance(model_dir)}  # a precomputed teacher: its scores file and that file's sha256
     if oof is not None:
         logits["train"], provenance["oof"] = oof
         train_confidence["out_of_fold"] = confidence(logits["train"])

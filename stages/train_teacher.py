@@ -35,7 +35,7 @@ def main(argv=None):
     splits = {s: load_split(DATA, args.task, s) for s in ("train", "validation")}
     name = f"{args.teacher}-{args.task}"
     extra = {}
-    if cfg.oof_folds is not None:
+    if getattr(cfg, "oof_folds", None) is not None:  # a precomputed teacher has no folds
         # Fold models first (they are deleted); their train logits are published inside the
         # full model's checkpoint, in the same rename, so neither exists without the other.
         oof, info = train_out_of_fold(args.teacher, cfg, meta, splits, params.runtime, log=log.info)

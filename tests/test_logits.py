@@ -129,3 +129,29 @@ def test_logits_from_another_checkpoint_are_stale(work, tmp_path):
 def test_extract_logits_records_provenance():
     source = (ROOT / "stages/extract_logits.py").read_text()
     assert '"data_fingerprint"' in source and '"checkpoint_sha256": sha256_tree(model_dir)' in source
+
+
+def test_each_split_records_its_arrays_hash(tmp_path):
+    from mtkd.logits import array_sha256, read_meta
+
+    path = tmp_path / "a.npz"
+    save_logits(path, teacher="t", task="rt", num_classes=2, splits={"test": (FRAME["id"].tolist(), Z)},
+                provenance={"data_fingerprint": {"test": "abc"}})
+    meta = read_meta(path)
+    assert meta["logits_sha256"] == {"test": array_sha256(Z)} and len(meta["logits_sha256"]["test"]) == 64
+    assert array_sha256(Z) != array_sha256(Z.reshape(2, 3))  # the shape is part of it
+
+
+def test_logits_edited_in_place_with_ids_intact_are_refused(tmp_path):
+    path = tmp_path / "t-rt.npz"
+    save_logits(path, teacher="t", task="rt", num_classes=2, splits={"test": (FRAME["id"].tolist(), Z)},
+                provenance={"data_fingerprint": {"test": "abc"}})
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["test/logits"] = arrays["test/logits"].copy()
+    arrays["test/logits"][1, 0] += 0.25  # same ids, same shape, one value changed
+    np.savez(path, **arrays)
+    with pytest.raises(MtkdError) as err:
+        load_logits(path, "test", FRAME, 2, "abc")
+    text = str(err.value)
+    assert "\n" not in text and str(path) in text and "differ from those extract_logits wrote" in text

@@ -20,6 +20,7 @@ EXAMPLES = {
                                           "num_attention_heads": 2, "intermediate_size": 32},
            "max_seq_length": 16, "num_train_epochs": 1, "per_device_train_batch_size": 8, "learning_rate": 1e-3},
     "sklearn": {"kind": "sklearn", "min_df": 1},
+    "precomputed": {"kind": "precomputed", "path": "scores.jsonl"},  # the fixture writes the file (tests/test_precomputed.py)
 }
 TEXTS = ["good fun", "great film", "awful", "bad plot", "good acting", "terrible", "great", "bad", "fine work", "dreadful"]
 TASK = {"task": "rt", "num_classes": 2, "primary_metric": "accuracy"}
@@ -38,7 +39,7 @@ def test_every_kind_has_an_example_and_owns_its_params_model():
         assert kind.name == name and get_teacher_kind(name) is kind
         cfg = type(kind).Params.model_validate(EXAMPLES[name])
         assert cfg.kind == name
-    with pytest.raises(MtkdError, match=r"unknown teacher kind 'hff' \(known: hf, sklearn"):
+    with pytest.raises(MtkdError, match=r"unknown teacher kind 'hff' \(known: hf, precomputed, sklearn"):
         get_teacher_kind("hff")
 
 
@@ -53,7 +54,13 @@ def test_params_build_the_teacher_union_from_the_registry():
 def trained(request, tmp_path_factory):
     name = request.param
     kind = TEACHER_KINDS[name]
-    cfg = type(kind).Params.model_validate(EXAMPLES[name])
+    example = dict(EXAMPLES[name])
+    if name == "precomputed":  # scores from elsewhere: a file of logits per example id
+        scores = tmp_path_factory.mktemp("scores") / "scores.jsonl"
+        z = np.random.default_rng(0).normal(size=(len(TEXTS), 2))
+        pd.DataFrame({"id": frame()["id"], "scores": z.tolist()}).to_json(scores, orient="records", lines=True)
+        example["path"] = str(scores)
+    cfg = type(kind).Params.model_validate(example)
     out = tmp_path_factory.mktemp(name) / "ckpt"
     result = kind.train(f"t_{name}", cfg, TASK, {"train": frame(), "validation": frame()}, out, Runtime(num_threads=1))
     return name, kind, out, result
@@ -65,7 +72,7 @@ def test_train_publishes_a_checkpoint_without_pickle(trained):
     info = json.loads((out / "mtkd_teacher.json").read_text())
     assert info["kind"] == name and info["num_classes"] == 2
     assert not [p.name for p in out.rglob("*") if p.suffix in PICKLED]
-    assert list(out.glob("*.safetensors"))
+    assert list(out.glob("*.safetensors")) or name == "precomputed"  # nothing trained: it records its file's hash
     assert not list(out.parent.glob(".*.tmp"))  # published by rename, no temporary left
 
 
