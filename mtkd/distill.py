@@ -123,14 +123,20 @@ def _quit_worker() -> None:
 
 def _start_worker(threads: int) -> None:
     import signal
+    import threading
 
     import torch
     import transformers
+    from tqdm import tqdm
 
     signal.signal(signal.SIGINT, _worker_sigint)
+    # tqdm would otherwise make a multiprocessing lock (a named semaphore), which a worker that
+    # leaves on Ctrl-C cannot release: the resource tracker then warns of "leaked semaphores".
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # as in the stage's own process (mtkd.cli)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
@@ -173,10 +179,12 @@ def run_seeds(runs: list[SeedRun], workers: int, threads: int) -> list[SeedResul
                     os.kill(proc.pid, signal.SIGINT)
                 except ProcessLookupError:
                     pass
-        pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=True, cancel_futures=True)
+        # The traceback of an interruption keeps this frame alive to the end: without this, the pool's
+        # queues outlive it and multiprocessing's resource tracker warns of "leaked semaphores".
+        del pool
 
 
 def distill_task(strategy: Strategy, settings: dict, task: dict, frames: dict[str, pd.DataFrame],
@@ -220,9 +228,9 @@ def aggregate(per_seed: dict, splits: list[str], T: float, alpha: float, schedul
     seeds = list(per_seed.values())
     out: dict = {"T": T, "alpha": alpha, "alpha_schedule": schedule}
     for split in splits:
-        out[split] = {m: summarize([s[split][m] for s in seeds]) for m in seeds[0][split]}
+        out[split] = {m: summarize([s[split][m] for s in seeds], m) for m in seeds[0][split]}
     if "fidelity" in seeds[0]:
-        out["fidelity"] = {ref: {m: summarize([s["fidelity"][ref][m] for s in seeds]) for m in seeds[0]["fidelity"][ref]}
+        out["fidelity"] = {ref: {m: summarize([s["fidelity"][ref][m] for s in seeds], m) for m in seeds[0]["fidelity"][ref]}
                            for ref in seeds[0]["fidelity"]}
     out["seeds"] = per_seed
     return out

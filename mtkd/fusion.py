@@ -198,7 +198,8 @@ def alpha_at(alpha: float, schedule: str, progress: float) -> float:
 
 
 def fusion_context(teachers: TeacherLogits, labels: np.ndarray, validation_labels: np.ndarray) -> FusionContext:
-    temps = {name: fit_temperature(torch.from_numpy(teachers.splits["validation"][k]), torch.from_numpy(validation_labels))
+    # torch.tensor copies: a precomputed teacher's arrays may be read-only views of its file.
+    temps = {name: fit_temperature(torch.tensor(teachers.splits["validation"][k]), torch.tensor(validation_labels))
              for k, name in enumerate(teachers.names)}
     return FusionContext(teachers.names, teachers.validation_metric, torch.from_numpy(labels), temps)
 

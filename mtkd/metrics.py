@@ -73,12 +73,26 @@ def confidence(logits: np.ndarray, threshold: float = 0.95) -> dict[str, float]:
             "high_confidence_share": round(float((top > threshold).mean()), 6)}
 
 
-def summarize(values: list[float]) -> dict[str, float]:
-    """Mean, standard deviation and a t-based 95% interval over seeds."""
+# Where each metric can lie: a seed interval is cut to it (a mean KL is never below 0).
+METRIC_RANGE = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "f1": (0.0, 1.0), "mcc": (-1.0, 1.0),
+                "ece": (0.0, 1.0), "agreement": (0.0, 1.0), "kl": (0.0, math.inf)}
+
+
+def summarize(values: list[float], metric: str | None = None) -> dict[str, float | None]:
+    """Mean, standard deviation and a t-based 95% interval over seeds.
+
+    With one seed there is no spread to measure: std and interval are None, never zero-width.
+    The interval is cut to ``metric``'s range (:data:`METRIC_RANGE`). The verdict's intervals,
+    which also resample test groups, are the bootstrap ones in ``metrics/comparisons.json``.
+    """
     from scipy import stats
 
     a = np.asarray(values, dtype=np.float64)
     mean = float(a.mean())
-    std = float(a.std(ddof=1)) if len(a) > 1 else 0.0
-    half = float(stats.t.ppf(0.975, len(a) - 1) * std / math.sqrt(len(a))) if len(a) > 1 else 0.0
-    return {"mean": round(mean, 6), "std": round(std, 6), "ci95_low": round(mean - half, 6), "ci95_high": round(mean + half, 6)}
+    if len(a) < 2:
+        return {"mean": round(mean, 6), "std": None, "ci95_low": None, "ci95_high": None}
+    std = float(a.std(ddof=1))
+    half = float(stats.t.ppf(0.975, len(a) - 1) * std / math.sqrt(len(a)))
+    lo, hi = METRIC_RANGE.get(metric, (-math.inf, math.inf))
+    return {"mean": round(mean, 6), "std": round(std, 6), "ci95_low": round(max(mean - half, lo), 6),
+            "ci95_high": round(min(mean + half, hi), 6)}

@@ -205,8 +205,10 @@ class CompactVocabulary:
     def restore(self, weight_decay_factor: float = 1.0) -> None:
         """Put the full matrix back: the trained rows written in, the others decayed by ``weight_decay_factor``."""
         compact = self.model.get_input_embeddings()
+        self.full.to(compact.weight.device)  # the model may have moved to an accelerator since
         with torch.no_grad():
             if weight_decay_factor != 1.0:
                 self.full.weight.mul_(weight_decay_factor)
-            self.full.weight[torch.from_numpy(self.rows)] = compact.weight.to(self.full.weight.dtype)
+            rows = torch.from_numpy(self.rows).to(compact.weight.device)
+            self.full.weight[rows] = compact.weight.to(self.full.weight.dtype)
         self.model.set_input_embeddings(self.full)

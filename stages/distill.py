@@ -59,7 +59,8 @@ def main(argv=None):
     for task, m in metrics.items():
         primary = load_meta(DATA, task)["primary_metric"]
         t = m["test"][primary]
-        print(f"distill@{args.strategy} {task}: test {primary} {t['mean']:.4f} ± {t['std']:.4f} over {len(params.seeds)} seeds")
+        spread = f" ± {t['std']:.4f}" if t["std"] is not None else ""  # one seed: no spread to show
+        print(f"distill@{args.strategy} {task}: test {primary} {t['mean']:.4f}{spread} over {len(params.seeds)} seeds")
 
 
 if __name__ == "__main__":

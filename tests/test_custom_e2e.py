@@ -15,8 +15,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import make_repo, run, tiny_params
-from test_custom_tasks import TOPICS, topic_frame
+from tests.helpers import make_repo, run, tiny_params
+from tests.test_custom_tasks import TOPICS, topic_frame
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` skips it
 
 STRATEGIES = ["single_tfidf_lr", "average"]
 TASK = "topics"

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import assert_one_error_line, profile, run_stage
+from tests.helpers import assert_one_error_line, profile, run_stage
 from mtkd.data import get_task, load_split, prepare_task, report_splits
 from mtkd.errors import MtkdError
 from mtkd.params import Data, validate_params

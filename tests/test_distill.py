@@ -80,3 +80,4 @@ def test_same_seed_same_start_and_batch_order_for_every_strategy(task, monkeypat
             assert len(batches) == len(other_batches) > 0
             assert all(np.array_equal(a, b) for a, b in zip(batches, other_batches)), (name, seed)
     assert not torch.equal(seen["none"][0][0], seen["none"][1][0])  # and another seed is another start
+

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import profile
+from tests.helpers import profile
 from mtkd.data import load_split, prepare_task
 from mtkd.distill import distill_task
 from mtkd.errors import MtkdError
