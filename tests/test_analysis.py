@@ -407,3 +407,23 @@ def test_prediction_ids_must_match(tmp_path):
     write_npz(path, **arrays)
     with pytest.raises(MtkdError, match=r"predictions/single_a\.npz\[rt/test\]: ids do not match"):
         A.run_analysis(_params(), root)
+
+
+def test_convergence_hand_case_and_the_limit_it_writes():
+    from mtkd.analysis.run import convergence_limits
+    from mtkd.analysis.tables import convergence
+
+    rows = {"none": [{"seed": 0, "epoch": 1.0, "val_accuracy": 0.80}, {"seed": 0, "epoch": 0.5, "val_accuracy": 0.70},
+                     {"seed": 1, "epoch": 0.5, "val_accuracy": 0.75}, {"seed": 1, "epoch": 1.0, "val_accuracy": 0.75}],
+            "avg": [{"seed": 0, "epoch": 0.5, "val_accuracy": 0.81}, {"seed": 0, "epoch": 1.0, "val_accuracy": 0.80},
+                    {"seed": 1, "epoch": 0.5, "val_accuracy": 0.79}],  # one evaluation: not a curve
+            "empty": []}
+    conv = convergence(rows, "accuracy")
+    # gains (last − previous, in epoch order): +0.10, 0.00 (a tie: the earlier is best), −0.01
+    assert conv == {"runs": 3, "best_at_last": 1, "last_gain_mean": 0.03, "last_gain_median": 0.0,
+                    "flat_gain": 0.002, "flattened": False}
+    assert convergence(rows, "accuracy", flat_gain=0.05)["flattened"] is True
+    assert convergence({"none": rows["avg"][2:]}, "accuracy") is None
+    (limit,) = convergence_limits(conv, "accuracy")
+    assert "last evaluation in 1 of 3 runs" in limit and "+3.00 pp" in limit and "below 0.2 pp" in limit
+    assert convergence_limits({**conv, "flattened": True}, "accuracy") == [] and convergence_limits(None, "x") == []

@@ -230,7 +230,8 @@ def _has_curves(a: Analysis, task: str) -> bool:
 
 @register_figure("curves", per_task=True, drawn_if=_has_curves,
                  absent_note="{task}: no training curves found under plots/curves/.",
-                 reading=lambda a, task: curves_sentence(task, a.curves[task][0], a.summary[task]["primary_metric"]))
+                 reading=lambda a, task: curves_sentence(task, a.curves[task][0], a.summary[task]["primary_metric"],
+                                                         a.summary[task].get("convergence")))
 def fig_curves(a: Analysis, task: str):
     rows, teacher_rows = a.curves[task]
     primary = a.summary[task]["primary_metric"]

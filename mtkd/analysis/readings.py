@@ -169,7 +169,7 @@ def ranking_sentence(summary: dict) -> str:
     return "Top-ranked strategy on test " + "; ".join(parts) + "."
 
 
-def curves_sentence(task: str, rows: dict[str, list[dict]], primary: str) -> str:
+def curves_sentence(task: str, rows: dict[str, list[dict]], primary: str, conv: dict | None = None) -> str:
     key = f"val_{primary}"
     finals = [(s, r["seed"], r[key]) for s, rs in rows.items() for r in rs
               if r.get(key) is not None and r["epoch"] == max(x["epoch"] for x in rs if x["seed"] == r["seed"])]
@@ -177,8 +177,15 @@ def curves_sentence(task: str, rows: dict[str, list[dict]], primary: str) -> str
         return f"{task}: no student training curves found."
     epochs = sorted({r["epoch"] for rs in rows.values() for r in rs})
     lo, hi = min(finals, key=lambda f: f[2]), max(finals, key=lambda f: f[2])
-    return (f"{task}: students trained for {len(epochs)} epoch(s); final validation {primary} ranges from "
-            f"{score(lo[2], primary)} ({lo[0]}, seed {lo[1]}) to {score(hi[2], primary)} ({hi[0]}, seed {hi[1]}).")
+    text = (f"{task}: students trained for {len(epochs)} evaluation(s) up to epoch {epochs[-1]:g}; final validation "
+            f"{primary} ranges from {score(lo[2], primary)} ({lo[0]}, seed {lo[1]}) to {score(hi[2], primary)} "
+            f"({hi[0]}, seed {hi[1]}).")
+    if conv:
+        state = "flattened" if conv["flattened"] else "not flattened"
+        text += (f" Best evaluation last in {conv['best_at_last']} of {conv['runs']} runs; last gain "
+                 f"{100 * conv['last_gain_mean']:+.2f} pp on average ({state}: the threshold is "
+                 f"{100 * conv['flat_gain']:.1f} pp).")
+    return text
 
 
 def gate_sentence(task: str, strategy: str, weights: dict) -> str:

@@ -16,7 +16,7 @@ from mtkd.analysis.page import Page
 from mtkd.analysis.regions import agreement_analysis, base_failure_shares, failure_analysis, teacher_confidence
 from mtkd.analysis.registry import Analysis, plot_tables
 from mtkd.analysis.report import build_report
-from mtkd.analysis.tables import (best_of_kind, gate_weights, method_kind, results_rows, results_table, rounded,
+from mtkd.analysis.tables import (best_of_kind, convergence, gate_weights, method_kind, results_rows, results_table, rounded,
                                   strategy_scores, task_summary)
 from mtkd.errors import MtkdError
 from mtkd.io import write_json
@@ -68,7 +68,8 @@ def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list, limits: list
         summary["strategies"][s].update(row)
     summary["n_groups"] = len(set(groups))
     summary["group_by"] = inp.meta.get("group_by", "example")
-    summary["limits"] = list(limits or [])
+    summary["convergence"] = convergence(inp.curves, primary)
+    summary["limits"] = list(limits or []) + convergence_limits(summary["convergence"], primary)
     comparisons = {"metric": primary, "n_seeds": len(seeds), "n_groups": summary["n_groups"],
                    "group_by": summary["group_by"], "n_resamples": plan.n_resamples if plan else None,
                    "bootstrap_seed": plan.seed if plan else None, "pairs": pairs}
@@ -102,6 +103,16 @@ def design_limits(params, num_classes: int) -> list[str]:
     limits.append(f"Students train for {params.student.num_train_epochs} epoch(s) at {at}, not tuned per strategy "
                   "on validation: a strategy that needs longer training or another temperature is not given it here.")
     return limits
+
+
+def convergence_limits(conv: dict | None, primary: str) -> list[str]:
+    """A limit when the students' validation curves had not flattened by their last evaluation."""
+    if conv is None or conv["flattened"]:
+        return []
+    return [f"The students are not trained to convergence: the best validation {primary} came at the last "
+            f"evaluation in {conv['best_at_last']} of {conv['runs']} runs, and the last evaluation still gained "
+            f"{100 * conv['last_gain_mean']:+.2f} pp on average (flat: below {100 * conv['flat_gain']:.1f} pp). "
+            "Longer training could move every student, and not necessarily all alike."]
 
 
 def _setup(params) -> dict:
