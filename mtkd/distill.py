@@ -123,16 +123,14 @@ def _quit_worker() -> None:
 
 def _start_worker(threads: int) -> None:
     import signal
-    import threading
 
     import torch
     import transformers
-    from tqdm import tqdm
+
+    from mtkd.progress import use_thread_lock
 
     signal.signal(signal.SIGINT, _worker_sigint)
-    # tqdm would otherwise make a multiprocessing lock (a named semaphore), which a worker that
-    # leaves on Ctrl-C cannot release: the resource tracker then warns of "leaked semaphores".
-    tqdm.set_lock(threading.RLock())
+    use_thread_lock()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     transformers.logging.set_verbosity_error()

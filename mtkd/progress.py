@@ -102,3 +102,16 @@ class PlainProgress:
 
     def __len__(self) -> int:
         return self.total or 0
+
+
+def use_thread_lock() -> None:
+    """Give tqdm a thread lock in place of its default multiprocessing one (a named semaphore).
+
+    For worker processes: one that leaves on Ctrl-C cannot release a named semaphore, and
+    multiprocessing's resource tracker then warns of "leaked semaphore objects".
+    """
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())

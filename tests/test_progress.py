@@ -84,3 +84,21 @@ def test_training_loop_uses_the_helper():
     direct = [str(p.relative_to(root)) for p in root.rglob("*.py")
               if p.name != "progress.py" and "tqdm" in p.read_text()]
     assert direct == []
+
+
+def test_worker_processes_get_a_thread_lock_not_a_named_semaphore():
+    import threading
+
+    from tqdm import tqdm
+
+    from mtkd.progress import use_thread_lock
+
+    saved = tqdm.__dict__.get("_lock")
+    try:
+        use_thread_lock()
+        assert type(tqdm.get_lock()) is type(threading.RLock())
+    finally:
+        if saved is None:
+            del tqdm._lock
+        else:
+            tqdm.set_lock(saved)
