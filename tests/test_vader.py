@@ -384,3 +384,16 @@ def test_bad_rater_data_is_one_line_and_overwrites_nothing(tmp_path, monkeypatch
         with pytest.raises(MtkdError, match=re.escape(message)):
             load_vader(Data(tasks=[name]), TASKS[name])
 
+
+def test_vader5_profile_is_the_default_with_the_human_teacher():
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = profile("vader5")
+    assert raw["data"]["tasks"] == ["vader5"]
+    assert raw["teachers"]["human"] == {"kind": "human"}
+    assert list(raw["teachers"]) == [*default["teachers"], "human"]
+    assert raw["distill"]["strategies"] == [*default["distill"]["strategies"][:4], "single_human",
+                                            *default["distill"]["strategies"][4:]]
+    raw["data"]["tasks"], raw["distill"]["strategies"] = default["data"]["tasks"], default["distill"]["strategies"]
+    del raw["teachers"]["human"]
+    assert raw == default
+    Params.model_validate(profile("vader5"))
