@@ -32,6 +32,11 @@ SPLITS = ("train", "validation", "test")
 # `group`: the unit a split never cuts and the bootstrap resamples (SPEC §3): rt a movie, VADER's
 # Amazon/NYT sets a review/editorial; where examples stand alone (tweets, GLUE), the example id.
 COLUMNS = ["id", "text_a", "text_b", "label", "group"]
+# A task with rater data (Task.rater_data) has more columns after these: its source set, its
+# rater count and its raters' distribution over the classes (human_0 … human_{C-1}).
+SOURCE = "source"
+N_RATERS = "n_raters"
+HUMAN_PREFIX = "human_"
 
 
 PRIMARY_METRICS = ("accuracy", "f1", "mcc")
@@ -47,13 +52,14 @@ class Task:
     pair: bool = False
     extra_test_splits: tuple[str, ...] = field(default=())
     group_by: str = "example"  # what the `group` column holds: movie, review, … (or the example itself)
+    rater_data: bool = False  # each example carries its raters' distribution (human_0 … human_{C-1})
 
 
 TASKS: dict[str, Task] = {}
 
 
 def task(*, name: str, num_classes: int, primary_metric: str = "accuracy", label_names: tuple[str, ...] = (),
-         pair: bool = False, extra_test_splits: tuple[str, ...] = (), group_by: str = "example"):
+         pair: bool = False, extra_test_splits: tuple[str, ...] = (), group_by: str = "example", rater_data: bool = False):
     """Decorator: register the decorated loader as task ``name`` (returns the loader unchanged)."""
 
     def register(load):
@@ -61,7 +67,7 @@ def task(*, name: str, num_classes: int, primary_metric: str = "accuracy", label
             raise ValueError(f"task '{name}' is registered twice")
         TASKS[name] = Task(name=name, num_classes=num_classes, primary_metric=primary_metric, load=load,
                            label_names=tuple(label_names), pair=pair, extra_test_splits=tuple(extra_test_splits),
-                           group_by=group_by)
+                           group_by=group_by, rater_data=rater_data)
         return load
 
     return register
@@ -129,6 +135,7 @@ VADER_GROUPS = {"tweets": "example", "amazon": "review", "nyt": "editorial"}  # 
 # raters, as some tweets have, a mean of 0.13 is "significant" yet neutral).
 VADER_Z = 1.96
 VADER_MIN_MEAN = 0.25
+RATING_RANGE = (-4.0, 4.0)  # VADER's rating scale: a rating or mean rating outside it is refused
 
 
 def _vader_rows(raw: bytes, where: str, fields: int) -> list[list[str]]:
@@ -150,6 +157,44 @@ def _unescape(text: str) -> str:
     return " ".join(text.split())
 
 
+def _vader_sets(stems) -> tuple[Path, dict[str, pd.DataFrame]]:
+    """VADER's rated sets ``stems``, read from the archive in one pass, parsed and checked.
+
+    Per stem a frame with ``sid``, ``mean`` (``<stem>_GroundTruth.txt``'s mean rating), ``text``
+    (as in the file) and ``ratings`` (``<stem>_anonDataRatings.txt``: every rater's rating, a list
+    of floats). A sentence with fewer than 2 ratings, a rating or mean outside −4…+4, or a
+    malformed line is refused in one line naming the archive and the file.
+    """
+    from mtkd.assets import vader_ratings_files
+
+    names = [name for stem in stems for name in (f"{stem}_GroundTruth.txt", f"{stem}_anonDataRatings.txt")]
+    source, files = vader_ratings_files(*names)
+    low, high = RATING_RANGE
+    out = {}
+    for stem in stems:
+        truth_name, ratings_name = f"{stem}_GroundTruth.txt", f"{stem}_anonDataRatings.txt"
+        truth = pd.DataFrame(_vader_rows(files[truth_name], f"{source}: {truth_name}", 3), columns=["sid", "mean", "text"])
+        ratings: dict[str, list[float]] = {}
+        for sid, _mean, _sd, raw in _vader_rows(files[ratings_name], f"{source}: {ratings_name}", 4):
+            try:
+                ratings[sid] = [float(r) for r in json.loads(raw)]  # "[0, -1, 2, ...]": JSON, never eval'd
+            except (ValueError, TypeError) as exc:
+                raise MtkdError(f"{source}: {ratings_name}: id {sid}: ratings are not a list of numbers ({exc})") from None
+            if bad := [r for r in ratings[sid] if not low <= r <= high]:
+                raise MtkdError(f"{source}: {ratings_name}: id {sid}: rating {bad[0]:g} outside {low:g}…{high:+g}")
+        if missing := [s for s in truth["sid"] if len(ratings.get(s, ())) < 2]:
+            raise MtkdError(f"{source}: {ratings_name}: id {missing[0]} has fewer than 2 ratings")
+        try:
+            mean = truth["mean"].astype(float)
+        except ValueError as exc:
+            raise MtkdError(f"{source}: {truth_name}: mean rating is not a number ({exc})") from None
+        if bad := [i for i, m in enumerate(mean) if not low <= m <= high]:
+            raise MtkdError(f"{source}: {truth_name}: id {truth['sid'].iloc[bad[0]]}: mean rating"
+                            f" {mean.iloc[bad[0]]:g} outside {low:g}…{high:+g}")
+        out[stem] = truth.assign(mean=mean.to_numpy(), ratings=[ratings[s] for s in truth["sid"]])
+    return source, out
+
+
 def load_vader(params_data, task: Task) -> dict[str, pd.DataFrame]:
     """One of VADER's rated sets: label = sign of the mean rating, kept where raters agree on it.
 
@@ -161,27 +206,13 @@ def load_vader(params_data, task: Task) -> dict[str, pd.DataFrame]:
     ``<document>_<sentence>``: split by document, so a review or editorial never spans two
     splits; tweets stand alone.
     """
-    from mtkd.assets import vader_ratings_files
-
     stem = VADER[task.name]
-    truth_name, ratings_name = f"{stem}_GroundTruth.txt", f"{stem}_anonDataRatings.txt"
-    source, files = vader_ratings_files(truth_name, ratings_name)
-    truth = pd.DataFrame(_vader_rows(files[truth_name], f"{source}: {truth_name}", 3), columns=["sid", "mean", "text"])
-    ratings: dict[str, list[float]] = {}
-    for sid, _mean, _sd, raw in _vader_rows(files[ratings_name], f"{source}: {ratings_name}", 4):
-        try:
-            ratings[sid] = [float(r) for r in json.loads(raw)]  # "[0, -1, 2, ...]": JSON, never eval'd
-        except (ValueError, TypeError) as exc:
-            raise MtkdError(f"{source}: {ratings_name}: id {sid}: ratings are not a list of numbers ({exc})") from None
-    if missing := [s for s in truth["sid"] if len(ratings.get(s, ())) < 2]:
-        raise MtkdError(f"{source}: {ratings_name}: id {missing[0]} has fewer than 2 ratings")
-    try:
-        mean = truth["mean"].astype(float).to_numpy()
-    except ValueError as exc:
-        raise MtkdError(f"{source}: {truth_name}: mean rating is not a number ({exc})") from None
-    stderr = np.array([np.std(ratings[s], ddof=1) / np.sqrt(len(ratings[s])) for s in truth["sid"]])
-    frame = truth.assign(text=truth["text"].map(_unescape), label=(mean > 0).astype("int64"),
-                         group=truth["sid"].str.partition("_")[0])
+    source, sets = _vader_sets([stem])
+    truth = sets[stem]
+    mean = truth["mean"].to_numpy()
+    stderr = np.array([np.std(r, ddof=1) / np.sqrt(len(r)) for r in truth["ratings"]])
+    frame = truth.drop(columns="ratings").assign(text=truth["text"].map(_unescape), label=(mean > 0).astype("int64"),
+                                                 group=truth["sid"].str.partition("_")[0])
     frame = frame[(np.abs(mean) > VADER_Z * stderr) & (np.abs(mean) >= VADER_MIN_MEAN) & (frame["text"] != "")]
     contested = frame.groupby("text")["label"].transform("nunique") > 1
     frame = frame[~contested].drop_duplicates(subset="text", keep="first")
@@ -191,6 +222,104 @@ def load_vader(params_data, task: Task) -> dict[str, pd.DataFrame]:
     split = split_by_group(frame["group"], frame.groupby("group").size(), seed=params_data.split_seed,
                            validation=params_data.validation_fraction, test=params_data.test_fraction)
     out = {name: frame.loc[split == name, COLUMNS].reset_index(drop=True) for name in SPLITS}
+    out["_source_sha256"] = sha256_file(source)
+    return out
+
+
+# Fine-grained VADER (issue #16): SST-5's five classes from the mean rating, every rated sentence
+# kept, and each sentence's raters' distribution over the five classes. SST-5's cut-offs 0.2 / 0.4 /
+# 0.6 / 0.8 on its [0, 1] scale, mapped linearly onto VADER's −4…+4 (x -> 8x − 4), with SST's
+# intervals (lo, hi]: class k holds ratings r with FINE_EDGES[k-1] < r <= FINE_EDGES[k]. A rater's own
+# integer rating maps with the same edges: −4, −3 very negative; −2, −1 negative; 0 neutral; 1, 2
+# positive; 3, 4 very positive.
+FINE_EDGES = (-2.4, -0.8, 0.8, 2.4)
+FINE_LABELS = ("very_negative", "negative", "neutral", "positive", "very_positive")
+VADER5_SETS = ("tweets", "amazon", "nyt")  # all three rated sets together (the source column says which)
+
+
+def fine_class(rating) -> np.ndarray:
+    """Class 0..4 of each rating (a mean or one rater's) on −4…+4: SST-5's intervals (lo, hi] on FINE_EDGES."""
+    return np.searchsorted(np.asarray(FINE_EDGES), np.asarray(rating, dtype=np.float64), side="left").astype(np.int64)
+
+
+def rater_shares(ratings, num_classes: int = len(FINE_LABELS)) -> np.ndarray:
+    """Per example, the share of its raters whose own rating falls in each class: [n, C], rows sum to 1."""
+    out = np.zeros((len(ratings), num_classes), dtype=np.float64)
+    for i, r in enumerate(ratings):
+        out[i] = np.bincount(fine_class(r), minlength=num_classes) / len(r)
+    return out
+
+
+def human_columns(num_classes: int) -> list[str]:
+    """A rater task's columns of the raters' distribution: ``human_0 … human_{C-1}``."""
+    return [f"{HUMAN_PREFIX}{k}" for k in range(num_classes)]
+
+
+def rater_columns(num_classes: int) -> list[str]:
+    """Every column a prepared split of a task with rater data has, in order."""
+    return [*COLUMNS, SOURCE, N_RATERS, *human_columns(num_classes)]
+
+
+def has_rater_data(task: str) -> bool:
+    """Whether the registered task ``task`` carries rater data (a custom task never does)."""
+    return bool(getattr(TASKS.get(task), "rater_data", False))
+
+
+SUM_TOLERANCE = 1e-6
+
+
+def human_shares(frame: pd.DataFrame, num_classes: int, where: str) -> np.ndarray:
+    """The raters' distribution [n, C] of a prepared split, checked: shares >= 0 summing to 1.
+
+    ``where`` names the split or file in the one-line error that a split without rater data gives.
+    """
+    columns = human_columns(num_classes)
+    if missing := [c for c in columns if c not in frame.columns]:
+        raise MtkdError(f"{where}: no rater data (no column {missing[0]}; tasks with rater data:"
+                        f" {', '.join(t for t in TASKS if has_rater_data(t))})")
+    shares = frame[columns].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(shares).all(axis=1) | (shares < 0).any(axis=1) | (np.abs(shares.sum(axis=1) - 1) > SUM_TOLERANCE)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise MtkdError(f"{where}: the rater shares of id '{frame['id'].iloc[row]}' are {shares[row].round(6).tolist()},"
+                        f" not a distribution ({int(bad.sum())} such rows)")
+    return shares
+
+
+@task(name="vader5", num_classes=len(FINE_LABELS), label_names=FINE_LABELS, group_by="document", rater_data=True)
+def load_vader5(params_data, task: Task) -> dict[str, pd.DataFrame]:
+    """VADER's tweets, Amazon and NYT sentences together, five classes, with their raters' distribution.
+
+    Label = :func:`fine_class` of the mean of the sentence's ratings (for 199 tweets, VADER's
+    GroundTruth mean differs from the mean of the ratings it ships, by up to 1.1: label and
+    distribution both come from the ratings). Every rated sentence is kept, neutral and
+    contested ones too; texts are HTML-unescaped and de-duplicated as in :func:`load_vader` (a
+    text whose copies fall in different classes is dropped, else its first copy kept). Groups
+    are namespaced by set: ``tweets:<id>`` (a tweet stands alone), ``amazon:<review>``,
+    ``nyt:<editorial>``; the split never cuts one. Columns: :func:`rater_columns`.
+    """
+    source, sets = _vader_sets([VADER[name] for name in VADER5_SETS])
+    parts = []
+    for name in VADER5_SETS:
+        truth = sets[VADER[name]]
+        unit = truth["sid"] if VADER_GROUPS[name] == "example" else truth["sid"].str.partition("_")[0]
+        parts.append(pd.DataFrame({"text": truth["text"].map(_unescape).to_numpy(), SOURCE: name,
+                                   "group": (name + ":" + unit).to_numpy(), "ratings": truth["ratings"].to_numpy()}))
+    frame = pd.concat(parts, ignore_index=True)
+    frame = frame.assign(label=fine_class([np.mean(r) for r in frame["ratings"]]))
+    frame = frame[frame["text"] != ""]
+    contested = frame.groupby("text")["label"].transform("nunique") > 1
+    frame = frame[~contested].drop_duplicates(subset="text", keep="first")
+    shares = rater_shares(list(frame["ratings"]), task.num_classes)
+    frame = frame.assign(id=[_stable_id(task.name, t) for t in frame["text"]], text_a=frame["text"], text_b=None,
+                         **{N_RATERS: frame["ratings"].map(len).astype("int64")},
+                         **dict(zip(human_columns(task.num_classes), shares.T)))
+    if params_data.max_examples:
+        frame = frame.sample(n=min(params_data.max_examples, len(frame)), random_state=params_data.split_seed)
+    split = split_by_group(frame["group"], frame.groupby("group").size(), seed=params_data.split_seed,
+                           validation=params_data.validation_fraction, test=params_data.test_fraction)
+    columns = rater_columns(task.num_classes)
+    out = {name: frame.loc[split == name, columns].reset_index(drop=True) for name in SPLITS}
     out["_source_sha256"] = sha256_file(source)
     return out
 
@@ -548,6 +677,8 @@ def prepare_task(params_data, name: str, out_dir: Path) -> dict:
     meta = {"task": name, "num_classes": task.num_classes, "label_names": list(task.label_names),
             "primary_metric": task.primary_metric, "pair": task.pair, "group_by": task.group_by,
             "source_sha256": source, "splits": {}}
+    if task.rater_data:  # only here: other tasks' meta.json stays as it was
+        meta["rater_data"] = {"columns": human_columns(task.num_classes), "n_raters": N_RATERS, "source": SOURCE}
     for split, frame in splits.items():
         if frame.empty:
             raise MtkdError(f"task {name}: split '{split}' is empty (too few examples or groups)")
@@ -560,8 +691,15 @@ def prepare_task(params_data, name: str, out_dir: Path) -> dict:
             raise MtkdError(f"task {name}: split '{split}' has labels {sorted(labels)} outside 0..{task.num_classes - 1}")
         if split == "train" and len(labels) < 2:
             raise MtkdError(f"task {name}: train split has a single class {sorted(labels)}")
+        if split == "train" and task.rater_data and (absent := sorted(set(range(task.num_classes)) - labels)):
+            raise MtkdError(f"task {name}: class {absent[0]} ({task.label_names[absent[0]]}) has no training examples"
+                            f" ({len(frame)} in train, {len(absent)} of {task.num_classes} classes absent)")
         meta["splits"][split] = {"n": len(frame), "fingerprint": fingerprint(frame), "groups": int(frame["group"].nunique()),
                                  "label_counts": {str(k): int(v) for k, v in frame["label"].value_counts().sort_index().items()}}
+        if task.rater_data:  # the raters' distribution is checked here, before anything is written
+            human_shares(frame, task.num_classes, f"task {name}: split '{split}'")
+            meta["splits"][split]["sources"] = {str(k): int(v) for k, v in frame[SOURCE].value_counts().sort_index().items()}
+            meta["splits"][split]["mean_raters"] = round(float(frame[N_RATERS].mean()), 3)
     ids = [set(f["id"]) for f in splits.values()]
     if any(a & b for i, a in enumerate(ids) for b in ids[i + 1:]):
         raise MtkdError(f"task {name}: an id occurs in two splits")
@@ -592,7 +730,9 @@ def load_split(data_dir: Path, task: str, split: str) -> pd.DataFrame:
         frame = pd.read_parquet(path)
     except Exception as exc:  # truncated or overwritten file: pyarrow raises several kinds
         raise MtkdError(f"{path}: not a readable parquet file ({type(exc).__name__}); re-run `dvc repro prepare`") from None
-    if list(frame.columns) != COLUMNS or frame.empty:
+    extra = list(frame.columns[len(COLUMNS):])  # a task with rater data: source, n_raters, human_0 … (rater_columns)
+    if (list(frame.columns[:len(COLUMNS)]) != COLUMNS or frame.empty
+            or extra not in ([], rater_columns(len(extra) - 2)[len(COLUMNS):])):
         raise MtkdError(f"{path}: expected non-empty columns {COLUMNS}, got {list(frame.columns)} with {len(frame)} rows")
     return frame
 

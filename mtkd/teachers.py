@@ -501,6 +501,74 @@ class PrecomputedKind(TeacherKind):
 
 
 # ---------------------------------------------------------------------------------------------
+# The raters' own distribution (``kind: human``), where a task has rater data
+
+# The probability a class no rater chose gets before the log: a tenth of one rater's share at the most
+# raters a sentence has (~100), so logits stay finite and on the scale of the other teachers' (log 1e-3 =
+# −6.9; float32's smallest normal number, as for precomputed probabilities, would give −87 and swamp any
+# logit average). Renormalised by softmax, a row with k such classes moves by at most k·floor.
+HUMAN_FLOOR = 1e-3
+
+
+class HumanTeacher(Strict):
+    kind: Literal["human"]
+    floor: float = Field(HUMAN_FLOOR, gt=0, lt=0.1)  # probability of a class no rater chose, before the log
+
+
+def human_logits(shares: np.ndarray, floor: float = HUMAN_FLOOR) -> np.ndarray:
+    """Logits of the raters' distribution: ``log max(p, floor)`` per class, float32 [n, C]."""
+    return np.log(np.maximum(np.asarray(shares, dtype=np.float64), floor)).astype(np.float32)
+
+
+@teacher_kind("human")
+class HumanKind(TeacherKind):
+    """The raters' label distribution as a teacher (issue #16): the "perfect dark knowledge" reference.
+
+    Its logits are :func:`human_logits` of the prepared split's ``human_*`` columns, on every
+    split, so it is distilled (``single_<name>``) and fused like any teacher. Nothing is trained:
+    the checkpoint records what it is. Only tasks with rater data (``vader5``) have it.
+    """
+
+    Params = HumanTeacher
+
+    def check_params(self, name, cfg, tasks):
+        from mtkd.data import TASKS, has_rater_data
+
+        if without := [t for t in tasks if not has_rater_data(t)]:
+            have = [t for t in TASKS if has_rater_data(t)]
+            raise MtkdError(f"teachers.{name}.kind: a 'human' teacher needs rater data; task '{without[0]}' has none"
+                            f" (tasks with rater data: {', '.join(have)})")
+
+    def train(self, name, cfg, task, splits, out_dir, runtime, on_epoch=None, extra_files=None):
+        from mtkd.data import human_shares
+
+        for split, frame in splits.items():  # refused now rather than at extraction
+            human_shares(frame, task["num_classes"], f"teachers.{name}: task {task['task']} split '{split}'")
+        with atomic_path(out_dir, is_dir=True) as tmp:
+            (tmp / CHECKPOINT_INFO).write_text(json.dumps(
+                {"kind": "human", "teacher": name, "task": task["task"], "num_classes": task["num_classes"],
+                 "floor": cfg.floor, "logits": "log max(raters' share, floor) per class, from the prepared split"},
+                indent=2))
+            _write_extra(tmp, extra_files)
+        return {"best_epoch": 1, "history": []}
+
+    def predict(self, model_dir, frames, runtime, *, num_classes: int, trust_remote_code: bool = False):
+        from mtkd.data import human_shares
+
+        info = _check_checkpoint(model_dir, "human", num_classes)
+        floor = info.get("floor")
+        if not isinstance(floor, (int, float)) or not 0 < floor < 0.1:
+            raise MtkdError(f"{Path(model_dir) / CHECKPOINT_INFO}: 'floor' must be a number in (0, 0.1), got {floor!r}")
+        return {split: human_logits(human_shares(frame, num_classes, f"teachers.{info.get('teacher')}: split '{split}'"),
+                                    floor)
+                for split, frame in frames.items()}
+
+    def provenance(self, model_dir):
+        info = json.loads((Path(model_dir) / CHECKPOINT_INFO).read_text())
+        return {"soft_labels": "raters' distribution", "floor": info["floor"]}
+
+
+# ---------------------------------------------------------------------------------------------
 # Out-of-fold train logits (``teachers.<name>.oof_folds``)
 
 

@@ -57,7 +57,8 @@ def synthetic(tmp_path_factory):
 
 
 def _tasks(figure, analysis):
-    return analysis.tasks if figure.per_task else [None]
+    """The tasks a figure is drawn for: per task, those it applies to (the human figure: tasks with rater data)."""
+    return [t for t in analysis.tasks if figure.applies(t)] if figure.per_task else [None]
 
 
 def test_every_figure_has_its_reading_here():
@@ -151,3 +152,59 @@ def test_gate_weights_sit_beside_each_teachers_score(synthetic):
     # gating, test split: teacher a weight (0.6 + 0.5) / 2 = 0.55 beside a's test accuracy 75.0%
     assert re.search(r"<td>gating</td>\s*<td>test</td>\s*<td>a</td>\s*<td>0\.550</td>\s*<td>75\.0%</td>", table)
     assert re.search(r"<td>gating</td>\s*<td>test</td>\s*<td>c</td>\s*<td>0\.200</td>\s*<td>50\.0%</td>", table)
+
+
+# The human figure (issue #16) applies only to tasks with rater data: not to the synthetic rt tree above,
+# so it is read here on a hand-written summary of such a task.
+
+
+def _iv(point, low, high):
+    return {"point": point, "ci95_low": low, "ci95_high": high, "note": None}
+
+
+HUMAN_BLOCK = {
+    "scores": ["kl_human", "rater_agreement", "human_ece"], "n_test": 4,
+    "raters": {"mean_entropy": 0.5, "mean_max_share": 0.75},
+    "teachers": {"a": {"kl_human": 0.9, "rater_agreement": 0.5, "human_ece": 0.2},
+                 "raters": {"kl_human": 0.001, "rater_agreement": 0.75, "human_ece": 0.0}},
+    "strategies": {
+        "none": {"kind": "baseline", "validation_kl_human": 0.8, "kl_human": _iv(0.7, 0.6, 0.8),
+                 "rater_agreement": _iv(0.5, 0.4, 0.6), "human_ece": _iv(0.3, 0.2, 0.4)},
+        "single_a": {"kind": "single", "validation_kl_human": 0.6, "kl_human": _iv(0.5, 0.4, 0.6),
+                     "rater_agreement": _iv(0.6, 0.5, 0.7), "human_ece": _iv(0.2, 0.1, 0.3)},
+        "single_raters": {"kind": "single", "validation_kl_human": 0.1, "kl_human": _iv(0.1, 0.05, 0.15),
+                          "rater_agreement": _iv(0.7, 0.6, 0.8), "human_ece": _iv(0.05, 0.01, 0.1)},
+        "average": {"kind": "multi", "validation_kl_human": 0.5, "kl_human": _iv(0.4, 0.3, 0.5),
+                    "rater_agreement": _iv(0.65, 0.55, 0.75), "human_ece": _iv(0.1, 0.05, 0.2)}},
+    "reference": ["single_raters"],
+    "comparison": {"multi": "average", "single": "single_a", "chosen_on": "validation kl_human", "diff": -0.1,
+                   "ci95_low": -0.15, "ci95_high": -0.05, "p_value": 0.0, "prob_closer": 1.0, "n_seeds": 2,
+                   "n_groups": 3, "n_resamples": 2000, "note": None, "verdict": "multi closer"},
+    "note": "the multi-teacher strategies fuse the human teacher(s) raters too",
+}
+
+
+def test_human_figure_applies_to_tasks_with_rater_data_and_reads_its_numbers(synthetic):
+    _, analysis, html = synthetic
+    figure = get_figure("human")
+    assert figure.per_task and not figure.applies("rt") and figure.applies("vader5")
+    assert "fig-rt-human" not in A.figure_ids(["rt"]) and "fig-rt-human" not in html  # rt's report is unchanged
+    assert A.figure_ids(["vader5"])[-3:] == ["fig-vader5-human", "fig-confidence", "fig-ranking"]
+    task = {"group_by": "document", "human": HUMAN_BLOCK}
+    a = dataclasses.replace(analysis, summary={"vader5": task})
+    assert figure.drawn_if(a, "vader5") and not figure.drawn_if(dataclasses.replace(analysis, summary={"vader5": {}}),
+                                                                "vader5")
+    assert figure.reading(a, "vader5") == (
+        "vader5: against the raters' distribution on test (4 examples; raters' mean entropy 0.500 nats, their most "
+        "chosen class has 75% of them on average), the closest student is single_raters (KL(human ‖ student) 0.100 "
+        "[0.050, 0.150] nats; a random rater agrees with its prediction 70% of the time; human ECE 0.050); teachers "
+        "range from raters (KL 0.001) to a (KL 0.900). Best multi (average) vs best single (single_a), both chosen on "
+        "validation KL: KL difference −0.100 nats on test, 95% interval [−0.150, −0.050] over 2 seeds × 3 test "
+        "documents; P(multi closer) = 1.00: multi closer (the multi-teacher strategies fuse the human teacher(s) "
+        "raters too).")
+    drawn = figure.draw(a, "vader5")
+    assert len(drawn.data) == 3 and drawn.layout.title.text.startswith("vader5: teachers (green) and students")
+    assert list(drawn.data[0].x) == ["a", "raters", "none", "single_a", "single_raters", "average"]
+    assert list(drawn.data[1].y) == pytest.approx([50, 75, 50, 60, 70, 65])  # agreement with a random rater, %
+    details = figure.details(a, "vader5")
+    assert "<td>average</td><td>multi</td><td>0.400 [0.300, 0.500]</td><td>0.650 [0.550, 0.750]</td>" in details

@@ -21,6 +21,7 @@ EXAMPLES = {
            "max_seq_length": 16, "num_train_epochs": 1, "per_device_train_batch_size": 8, "learning_rate": 1e-3},
     "sklearn": {"kind": "sklearn", "min_df": 1},
     "precomputed": {"kind": "precomputed", "path": "scores.jsonl"},  # the fixture writes the file (tests/test_precomputed.py)
+    "human": {"kind": "human"},  # reads the frames' human_* columns (the raters' distribution)
 }
 TEXTS = ["good fun", "great film", "awful", "bad plot", "good acting", "terrible", "great", "bad", "fine work", "dreadful"]
 TASK = {"task": "rt", "num_classes": 2, "primary_metric": "accuracy"}
@@ -28,9 +29,12 @@ PICKLED = (".bin", ".pkl", ".pickle", ".pt", ".pth", ".joblib")
 
 
 def frame(rows=range(len(TEXTS))) -> pd.DataFrame:
+    """Examples with labels and, as a task with rater data has, their raters' distribution (human_0, human_1)."""
     rows = list(rows)
+    labels = [int(TEXTS[i].startswith(("good", "great", "fine"))) for i in rows]
     return pd.DataFrame({"id": [f"i{i}" for i in rows], "text_a": [TEXTS[i] for i in rows], "text_b": None,
-                         "label": [int(TEXTS[i].startswith(("good", "great", "fine"))) for i in rows]})
+                         "label": labels, "human_0": [0.2 if y else 1.0 for y in labels],
+                         "human_1": [0.8 if y else 0.0 for y in labels]})
 
 
 def test_every_kind_has_an_example_and_owns_its_params_model():
@@ -39,12 +43,12 @@ def test_every_kind_has_an_example_and_owns_its_params_model():
         assert kind.name == name and get_teacher_kind(name) is kind
         cfg = type(kind).Params.model_validate(EXAMPLES[name])
         assert cfg.kind == name
-    with pytest.raises(MtkdError, match=r"unknown teacher kind 'hff' \(known: hf, precomputed, sklearn"):
+    with pytest.raises(MtkdError, match=r"unknown teacher kind 'hff' \(known: hf, human, precomputed, sklearn"):
         get_teacher_kind("hff")
 
 
 def test_params_build_the_teacher_union_from_the_registry():
-    raw = {"seeds": [0], "data": {"tasks": ["rt"]}, "teachers": {f"t_{k}": v for k, v in EXAMPLES.items()},
+    raw = {"seeds": [0], "data": {"tasks": ["vader5"]}, "teachers": {f"t_{k}": v for k, v in EXAMPLES.items()},
            "student": {"random_init": {"model_type": "distilbert"}}, "distill": {"strategies": ["none"]}}
     params = validate_params(raw)
     assert {t: type(c) for t, c in params.teachers.items()} == {f"t_{k}": type(v).Params for k, v in TEACHER_KINDS.items()}
@@ -72,7 +76,7 @@ def test_train_publishes_a_checkpoint_without_pickle(trained):
     info = json.loads((out / "mtkd_teacher.json").read_text())
     assert info["kind"] == name and info["num_classes"] == 2
     assert not [p.name for p in out.rglob("*") if p.suffix in PICKLED]
-    assert list(out.glob("*.safetensors")) or name == "precomputed"  # nothing trained: it records its file's hash
+    assert list(out.glob("*.safetensors")) or name in ("precomputed", "human")  # nothing trained: it records what it is
     assert not list(out.parent.glob(".*.tmp"))  # published by rename, no temporary left
 
 
@@ -212,3 +216,66 @@ def test_sklearn_vocabulary_mismatch(work, tmp_path):
     with pytest.raises(MtkdError) as err:
         predict(work, "sklearn", ckpt)
     one_line(err, str(ckpt), "vocabulary (10) and arrays")
+
+
+# --------------------------------------------------------------------------------------------
+# The human teacher (kind: human): the raters' distribution as logits, where a task has rater data.
+
+
+def _human_checkpoint(directory, **params):
+    kind = get_teacher_kind("human")
+    cfg = type(kind).Params.model_validate({"kind": "human", **params})
+    out = directory / "human-ckpt"
+    assert kind.train("t_human", cfg, TASK, {"train": frame(), "validation": frame()}, out, Runtime()) == \
+        {"best_epoch": 1, "history": []}
+    return kind, out
+
+
+def test_human_logits_are_the_log_of_the_raters_shares_with_a_floor(tmp_path):
+    from mtkd.metrics import softmax
+    from mtkd.teachers import HUMAN_FLOOR, human_logits
+
+    kind, out = _human_checkpoint(tmp_path)
+    z = kind.predict(out, {"test": frame([0, 2])}, Runtime(), num_classes=2)["test"]  # "good fun" 0.2/0.8, "awful" 1/0
+    assert HUMAN_FLOOR == 1e-3
+    np.testing.assert_allclose(z, [[np.log(0.2), np.log(0.8)], [0.0, np.log(1e-3)]], rtol=1e-6)
+    np.testing.assert_allclose(z[1], [0.0, -6.907755], rtol=1e-6)
+    # softmax at T = 1 gives the raters' shares back, a class no rater chose at floor / (1 + floor)
+    np.testing.assert_allclose(softmax(z), [[0.2, 0.8], [1 / 1.001, 0.001 / 1.001]], rtol=1e-6)
+    np.testing.assert_allclose(human_logits(np.array([[0.0, 0.5, 0.5]]), floor=0.01), [np.log([0.01, 0.5, 0.5])],
+                               rtol=1e-6)
+    info = json.loads((out / CHECKPOINT_INFO).read_text())
+    assert info["floor"] == 1e-3 and kind.provenance(out) == {"soft_labels": "raters' distribution", "floor": 1e-3}
+
+
+def test_human_teacher_on_a_task_without_rater_data_is_refused_by_params():
+    raw = {"seeds": [0], "data": {"tasks": ["vader5", "rt"]}, "teachers": {"raters": {"kind": "human"}},
+           "student": {"random_init": {"model_type": "distilbert"}}, "distill": {"strategies": ["none", "single_raters"]}}
+    with pytest.raises(MtkdError) as err:
+        validate_params(raw)
+    one_line(err, "teachers.raters.kind: a 'human' teacher needs rater data; task 'rt' has none"
+                  " (tasks with rater data: vader5)")
+    raw["data"]["tasks"] = ["vader5"]
+    assert validate_params(raw).teachers["raters"].floor == 1e-3
+    raw["teachers"]["raters"]["floor"] = 0.5
+    with pytest.raises(MtkdError, match=r"teachers\.raters\.floor: Input should be less than 0\.1"):
+        validate_params(raw)
+
+
+def test_human_teacher_on_frames_without_rater_data_names_the_split(tmp_path):
+    kind, out = _human_checkpoint(tmp_path)
+    bare = frame().drop(columns=["human_0", "human_1"])
+    with pytest.raises(MtkdError) as err:
+        kind.predict(out, {"validation": bare}, Runtime(), num_classes=2)
+    one_line(err, "teachers.t_human: split 'validation': no rater data (no column human_0")
+    cfg = type(kind).Params.model_validate(EXAMPLES["human"])
+    with pytest.raises(MtkdError) as err:
+        kind.train("raters", cfg, TASK, {"train": bare, "validation": frame()}, tmp_path / "ckpt", Runtime())
+    one_line(err, "teachers.raters: task rt split 'train': no rater data")
+    assert not (tmp_path / "ckpt").exists()
+    moved = tmp_path / "tampered"
+    shutil.copytree(out, moved)
+    info = json.loads((moved / CHECKPOINT_INFO).read_text())
+    (moved / CHECKPOINT_INFO).write_text(json.dumps({**info, "floor": 0}))
+    with pytest.raises(MtkdError, match=r"'floor' must be a number in \(0, 0\.1\), got 0"):
+        kind.predict(moved, {"test": frame()}, Runtime(), num_classes=2)

@@ -7,7 +7,9 @@ that reads inputs and writes outputs:
 - ``metrics/summary.json``           per task: best teacher / single / multi (chosen on
                                      validation, reported on test), the headline comparison
                                      and how stable its validation pick is, gap closed with
-                                     intervals, what the design cannot tell
+                                     intervals, what the design cannot tell; for a task with
+                                     rater data (vader5), ``human``: every teacher and student
+                                     against the raters' distribution (``mtkd.analysis.human``)
 - ``metrics/comparisons.json``       per task: every multi vs single and vs none comparison,
                                      ``<A>_vs_<B>``: difference, 95% and Holm-adjusted intervals,
                                      P(A > B), minimum detectable difference
@@ -34,6 +36,8 @@ Modules, one concept each:
 - ``verdict``    the comparison matrix: hierarchical bootstrap over seeds and test groups
                  (:mod:`mtkd.stats`), Holm-adjusted; strategy, gap-closed, ECE and KL intervals
 - ``regions``    teacher agreement regions, failure categories, teacher confidence
+- ``human``      scores against the raters' distribution (KL, agreement with a random rater,
+                 calibration vs human frequencies) and multi vs single on KL, where a task has rater data
 - ``readings``   the reading sentences (also quoted in the README's Findings)
 - ``registry``   the ``Figure`` registry: ``register_figure``, ``get_figure``, ``registered_figures``
 - ``figures``    every figure of the report, registered where it is defined, in page order

@@ -16,10 +16,11 @@ from plotly.subplots import make_subplots
 
 from mtkd.analysis.page import html_table
 from mtkd.analysis.readings import (agreement_sentence, comparisons_sentence, confidence_sentence, curves_sentence,
-                                    failures_sentence, gap_sentence, gate_sentence, pct, ranking_sentence,
+                                    failures_sentence, gap_sentence, gate_sentence, human_sentence, pct, ranking_sentence,
                                     score, strategies_sentence)
 from mtkd.analysis.regions import CONFIDENCE_SPLITS, FAILURES, HIGH_CONFIDENCE, REGIONS
 from mtkd.analysis.registry import Analysis, DvcPlot, plot_table, register_figure
+from mtkd.data import has_rater_data
 
 KIND_COLOURS = {"baseline": "#7f7f7f", "single": "#1f77b4", "multi": "#d62728", "teacher": "#2ca02c"}
 
@@ -285,6 +286,54 @@ def fig_gates(a: Analysis, task: str):
     fig.update_layout(barmode="group")
     fig.update_yaxes(title="mean gate weight (bars) · teacher test score (diamonds)", range=[0, 1])
     return _layout(fig, f"{task}: learned gate weight per teacher, beside each teacher's test score")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per task, where examples carry rater data: teachers and students against the human distribution
+
+
+HUMAN_PANELS = (("kl_human", "KL(human ‖ model), nats"), ("rater_agreement", "agreement with a random rater (%)"),
+                ("human_ece", "calibration vs human frequencies (ECE)"))
+
+
+def human_table(a: Analysis, task: str) -> str:
+    """Every score against the raters' distribution, teachers then students (mean over seeds, 95% interval)."""
+    h = a.summary[task]["human"]
+
+    def cell(v: dict) -> str:
+        ci = "" if v["ci95_low"] is None else f" [{v['ci95_low']:.3f}, {v['ci95_high']:.3f}]"
+        return f"{v['point']:.3f}{ci}"
+
+    rows = [[t, "teacher", *(f"{v[k]:.3f}" for k, _ in HUMAN_PANELS), ""] for t, v in h["teachers"].items()]
+    rows += [[s, v["kind"], *(cell(v[k]) for k, _ in HUMAN_PANELS),
+              "" if v["validation_kl_human"] is None else f"{v['validation_kl_human']:.3f}"]
+             for s, v in h["strategies"].items()]
+    return html_table(["method", "kind", "test KL(human ‖ model)", "test agreement with a random rater",
+                       "test human ECE", "validation KL"], rows)
+
+
+@register_figure("human", per_task=True, applies=has_rater_data, details=human_table,
+                 drawn_if=lambda a, task: "human" in a.summary[task],
+                 absent_note="{task}: no scores against the raters' distribution in metrics/summary.json (re-run analyze).",
+                 reading=lambda a, task: human_sentence(task, a.summary[task]))
+def fig_human(a: Analysis, task: str):
+    h = a.summary[task]["human"]
+    names = [*h["teachers"], *h["strategies"]]
+    kinds = ["teacher"] * len(h["teachers"]) + [v["kind"] for v in h["strategies"].values()]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[title for _, title in HUMAN_PANELS])
+    for col, (key, _) in enumerate(HUMAN_PANELS, start=1):
+        scale = 100.0 if key == "rater_agreement" else 1.0
+        points = [{"point": v[key], "ci95_low": None, "ci95_high": None} for v in h["teachers"].values()]
+        points += [v[key] for v in h["strategies"].values()]
+        fig.add_trace(go.Bar(
+            x=names, y=[scale * p["point"] for p in points], marker_color=[KIND_COLOURS[k] for k in kinds],
+            showlegend=False, hovertemplate="%{x}: %{y:.3f}<extra></extra>",
+            error_y=dict(type="data", symmetric=False,
+                         array=[0 if p["ci95_high"] is None else scale * (p["ci95_high"] - p["point"]) for p in points],
+                         arrayminus=[0 if p["ci95_low"] is None else scale * (p["point"] - p["ci95_low"]) for p in points])),
+            row=1, col=col)
+    return _layout(fig, f"{task}: teachers (green) and students against the raters' distribution on test "
+                        "(students: mean over seeds, 95% CI)", height=480)
 
 
 # ---------------------------------------------------------------------------------------------

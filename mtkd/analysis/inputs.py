@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mtkd.analysis.regions import CONFIDENCE_SPLITS
-from mtkd.data import load_meta, load_split
+from mtkd.data import human_shares, load_meta, load_split
 from mtkd.errors import MtkdError
 from mtkd.logits import check_array, load_logits
 
@@ -86,6 +86,8 @@ class TaskInputs:
     groups: dict[str, np.ndarray] = field(default_factory=dict)  # split → group of each example (the bootstrap unit)
     student_validation: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # strategy → seed → logits
     student_fused: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # strategy → seed → fused test probs
+    # validation / test → the raters' distribution [n, C], for a task with rater data (meta.json's rater_data)
+    human: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def load_task_inputs(root: Path, task: str, teachers: list[str], strategies: list[str], seeds: list,
@@ -132,10 +134,12 @@ def load_task_inputs(root: Path, task: str, teachers: list[str], strategies: lis
         if fused := load_student_logits(path, s, task, "test", frames["test"], C, seeds, kind="fused/"):
             student_fused[s] = fused
     teacher_curves = {t: read_curves(root / "plots/curves/teachers" / f"{t}-{task}.json") for t in teachers}
+    human = ({s: human_shares(frames[s], C, str(data / task / f"{s}.parquet")) for s in ("validation", "test")}
+             if "rater_data" in meta else {})
     return TaskInputs(task, meta, {s: f["label"].to_numpy(dtype=np.int64) for s, f in frames.items()}, logits,
                       teacher_metrics, distill, student_test, task_curves(curves_all, task, strategies),
                       teacher_curves, train_in_sample, {s: f["group"].astype(str).to_numpy() for s, f in frames.items()},
-                      student_validation, student_fused)
+                      student_validation, student_fused, human)
 
 
 def task_curves(curves_all: dict[str, list], task: str, strategies: list[str]) -> dict[str, list[dict]]:

@@ -194,3 +194,43 @@ def gate_sentence(task: str, strategy: str, weights: dict) -> str:
     top = max(w, key=w.get)
     return (f"{task} {strategy}: the gate puts the most weight on {top} ({w[top]:.2f} on {split}, "
             f"uniform would be {1 / len(w):.2f}).")
+
+
+def nats(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def nats_signed(v: float) -> str:
+    return f"{'+' if v >= 0 else '−'}{abs(v):.3f}"
+
+
+def human_sentence(task: str, s: dict) -> str:
+    """Fidelity to the raters' distribution (issue #16): the closest student, the teachers, multi vs single."""
+    h = s["human"]
+    st, teachers = h["strategies"], h["teachers"]
+    order = list(st)
+    closest = min(order, key=lambda k: (st[k]["kl_human"]["point"], order.index(k)))
+    kl, agree = st[closest]["kl_human"], st[closest]["rater_agreement"]
+    ci = "" if kl["ci95_low"] is None else f" [{nats(kl['ci95_low'])}, {nats(kl['ci95_high'])}]"
+    text = (f"{task}: against the raters' distribution on test ({h['n_test']} examples; raters' mean entropy "
+            f"{nats(h['raters']['mean_entropy'])} nats, their most chosen class has {pct(h['raters']['mean_max_share'])} "
+            f"of them on average), the closest student is {closest} (KL(human ‖ student) {nats(kl['point'])}{ci} nats; "
+            f"a random rater agrees with its prediction {pct(agree['point'])} of the time; "
+            f"human ECE {nats(st[closest]['human_ece']['point'])})")
+    if teachers:
+        lo = min(teachers, key=lambda t: teachers[t]["kl_human"])
+        hi = max(teachers, key=lambda t: teachers[t]["kl_human"])
+        text += (f"; teachers range from {lo} (KL {nats(teachers[lo]['kl_human'])}) "
+                 f"to {hi} (KL {nats(teachers[hi]['kl_human'])})")
+    c = h.get("comparison")
+    if not c:
+        return text + ". No multi vs single comparison (needs a multi- and a single-teacher student)."
+    text += (f". Best multi ({c['multi']}) vs best single ({c['single']}), both chosen on validation KL: KL difference "
+             f"{nats_signed(c['diff'])} nats on test")
+    if c["ci95_low"] is None:
+        return f"{text}; {c['note'] or 'no interval'}."
+    text += (f", 95% interval [{nats_signed(c['ci95_low'])}, {nats_signed(c['ci95_high'])}] over {c['n_seeds']} seeds × "
+             f"{c['n_groups']} test {unit(s)}; P(multi closer) = {c['prob_closer']:.2f}: {c['verdict']}")
+    if h.get("note"):
+        text += f" ({h['note']})"
+    return text + "."

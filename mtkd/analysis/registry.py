@@ -76,6 +76,10 @@ def _always(analysis: Analysis, task: str | None) -> bool:
     return True
 
 
+def _every_task(task: str) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Figure:
     """One figure of the report. ``draw``, ``reading``, ``drawn_if`` and ``details`` take
@@ -89,6 +93,9 @@ class Figure:
     drawn_if: Callable[[Analysis, str | None], bool] = _always
     absent_note: str | None = None  # said instead (``{task}`` filled in) when drawn_if is false
     details: Callable[[Analysis, str | None], str] | None = None  # HTML under the figure (a table)
+    # Whether a per-task figure exists for a task at all, from the task's declaration alone (e.g. its
+    # rater data): a figure that does not apply is neither drawn, nor noted, nor listed by figure_ids.
+    applies: Callable[[str], bool] = _every_task
 
     def div_id(self, task: str | None = None) -> str:
         """``fig-<task>-<id>`` for a per-task figure, ``fig-<id>`` for a global one."""
@@ -99,7 +106,8 @@ _FIGURES: dict[str, Figure] = {}
 
 
 def register_figure(id: str, *, per_task: bool, reading: Callable, table: PlotTable | None = None,
-                    drawn_if: Callable = _always, absent_note: str | None = None, details: Callable | None = None):
+                    drawn_if: Callable = _always, absent_note: str | None = None, details: Callable | None = None,
+                    applies: Callable[[str], bool] = _every_task):
     """Decorator for a drawing function: registers it as figure ``id``, after those registered before it."""
 
     def wrap(draw):
@@ -107,7 +115,7 @@ def register_figure(id: str, *, per_task: bool, reading: Callable, table: PlotTa
             raise MtkdError(f"figure '{id}' is registered twice")
         if table and table.path in {f.table.path for f in _FIGURES.values() if f.table}:
             raise MtkdError(f"figure '{id}': {table.path} is already written by another figure")
-        _FIGURES[id] = Figure(id, per_task, draw, reading, table, drawn_if, absent_note, details)
+        _FIGURES[id] = Figure(id, per_task, draw, reading, table, drawn_if, absent_note, details, applies)
         return draw
 
     return wrap
@@ -126,9 +134,10 @@ def registered_figures() -> list[Figure]:
 
 
 def figure_ids(tasks: list[str]) -> list[str]:
-    """The div ids of every figure for ``tasks``, in page order: each task's figures, then the global ones."""
+    """The div ids of every figure for ``tasks``, in page order: each task's figures (those that apply to it),
+    then the global ones."""
     per_task = [f for f in registered_figures() if f.per_task]
-    return ([f.div_id(task) for task in tasks for f in per_task]
+    return ([f.div_id(task) for task in tasks for f in per_task if f.applies(task)]
             + [f.div_id() for f in registered_figures() if not f.per_task])
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtkd.analysis import verdict
+from mtkd.analysis.human import human_fidelity
 from mtkd.analysis.inputs import TaskInputs, load_task_inputs, read_curves, read_distill, read_json, task_curves
 from mtkd.analysis.outputs import METRICS, REPORT, RESULTS, write_csv
 from mtkd.analysis.page import Page
@@ -34,8 +35,9 @@ class TaskResults:
     comparisons: dict
 
 
-def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list, limits: list[str] | None = None) -> TaskResults:
-    """Every number of one task from its loaded inputs (no I/O)."""
+def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list, limits: list[str] | None = None,
+                 human_teachers: list[str] = ()) -> TaskResults:
+    """Every number of one task from its loaded inputs (no I/O); ``human_teachers``: those of kind ``human``."""
     primary, C = inp.meta["primary_metric"], inp.meta["num_classes"]
     y, groups = inp.labels["test"], inp.groups["test"]
     kinds = {s: method_kind(s, teachers) for s in inp.distill}
@@ -70,6 +72,11 @@ def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list, limits: list
     summary["group_by"] = inp.meta.get("group_by", "example")
     summary["convergence"] = convergence(inp.curves, primary)
     summary["limits"] = list(limits or []) + convergence_limits(summary["convergence"], primary)
+    if inp.human:  # a task with rater data: every teacher and student against the raters' distribution
+        student_probs = {"test": probs, "validation": {s: {seed: softmax(z) for seed, z in by.items()}
+                                                       for s, by in inp.student_validation.items()}}
+        teacher_probs = {t: softmax(inp.teacher_logits["test"][k]) for k, t in enumerate(teachers)}
+        summary["human"] = human_fidelity(inp.human, teacher_probs, student_probs, kinds, plan, list(human_teachers))
     comparisons = {"metric": primary, "n_seeds": len(seeds), "n_groups": summary["n_groups"],
                    "group_by": summary["group_by"], "n_resamples": plan.n_resamples if plan else None,
                    "bootstrap_seed": plan.seed if plan else None, "pairs": pairs}
@@ -139,7 +146,8 @@ def run_analysis(params, root: Path = Path(".")) -> dict:
     results, curves = {}, {}
     for task in setup["tasks"]:
         inp = load_task_inputs(root, task, teachers, strategies, seeds, distill_all, curves_all)
-        results[task] = analyse_task(inp, teachers, seeds, design_limits(params, inp.meta["num_classes"]))
+        results[task] = analyse_task(inp, teachers, seeds, design_limits(params, inp.meta["num_classes"]),
+                                     [t for t, cfg in params.teachers.items() if cfg.kind == "human"])
         curves[task] = (inp.curves, inp.teacher_curves)
         del inp  # one task's logits in memory at a time
     analysis = Analysis(summary={t: r.summary for t, r in results.items()},
