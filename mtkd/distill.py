@@ -103,22 +103,31 @@ def train_seed(run: SeedRun) -> SeedResult:
 _WORKER_BUSY = False  # whether this worker process is inside a student run
 
 
-def _worker_sigint(signum, frame) -> None:
-    """Ctrl-C in a seed worker: a busy one unwinds (its temporaries are removed), an idle one just leaves."""
+class _Stopped(BaseException):
+    """Raised in a busy seed worker by SIGINT or SIGTERM: not an Exception, so nothing on the way swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _worker_signal(signum, frame) -> None:
+    """Ctrl-C or SIGTERM in a seed worker: a busy one unwinds (removing its temporaries), an idle one leaves."""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent may forward the same Ctrl-C: unwind once
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the parent may forward the same Ctrl-C: unwind once
+        signal.signal(sig, signal.SIG_IGN)
     if _WORKER_BUSY:
-        raise KeyboardInterrupt
-    _quit_worker()
+        raise _Stopped(signum)
+    _quit_worker(signum)
 
 
-def _quit_worker() -> None:
+def _quit_worker(signum: int) -> None:
     import os
     import sys
 
     sys.stderr.flush()
-    os._exit(130)  # not back to the pool's loop, which would print a traceback or take the next seed
+    os._exit(128 + signum)  # not back to the pool's loop, which would print a traceback or take the next seed
 
 
 def _start_worker(threads: int) -> None:
@@ -129,7 +138,10 @@ def _start_worker(threads: int) -> None:
 
     from mtkd.progress import use_thread_lock
 
-    signal.signal(signal.SIGINT, _worker_sigint)
+    # A stage started with Ctrl-C ignored (a background job) passes that on to its workers: keep it so.
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _worker_signal)
+    signal.signal(signal.SIGTERM, _worker_signal)  # what the pool sends the others when one worker dies
     use_thread_lock()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -143,8 +155,8 @@ def _train_seed_in_worker(run: SeedRun) -> SeedResult:
     _WORKER_BUSY = True
     try:
         return train_seed(run)
-    except KeyboardInterrupt:
-        _quit_worker()  # every `with atomic_path` on the way out has removed its temporary
+    except _Stopped as stop:
+        _quit_worker(stop.signum)  # every `with atomic_path` on the way out has removed its temporary
     finally:
         _WORKER_BUSY = False
 
@@ -156,7 +168,7 @@ def run_seeds(runs: list[SeedRun], workers: int, threads: int) -> list[SeedResul
     and dropout), so the results are the same whichever process trains it and in which order;
     they differ from a run with another thread count in their last bits, as any CPU run does.
     Ctrl-C stops every worker quietly, after each has removed what it was writing, and reaches
-    the caller as ``KeyboardInterrupt``.
+    the caller as ``KeyboardInterrupt``; a worker that dies otherwise is one :class:`MtkdError` line.
     """
     if workers <= 1 or len(runs) <= 1:
         return [train_seed(r) for r in runs]
@@ -164,14 +176,30 @@ def run_seeds(runs: list[SeedRun], workers: int, threads: int) -> list[SeedResul
     import os
     import signal
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from mtkd.errors import MtkdError
 
     pool = ProcessPoolExecutor(max_workers=min(workers, len(runs)), mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=(threads,))
+    started = []
     try:
-        return list(pool.map(_train_seed_in_worker, runs))
+        results = pool.map(_train_seed_in_worker, runs)  # submits every run: the workers exist from here
+        started = list((getattr(pool, "_processes", None) or {}).values())
+        return list(results)
+    except BrokenProcessPool:
+        for proc in started:
+            proc.join(timeout=30)
+        codes = [proc.exitcode for proc in started]
+        if 128 + signal.SIGINT in codes:
+            # A worker took the Ctrl-C before this process did (the signal may land on another thread).
+            raise KeyboardInterrupt from None
+        how = ", ".join(f"killed by signal {-c}" if c < 0 else f"exit code {c}" for c in codes if c) or "no exit code"
+        raise MtkdError(f"runtime.seed_workers: a seed worker process stopped abruptly ({how}; out of memory?); "
+                        "re-run, or train seeds in one process with runtime.seed_workers: 1") from None
     except KeyboardInterrupt:
         # A terminal's Ctrl-C reaches the workers already; `kill -INT <this pid>` does not: forward it.
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        for proc in started:
             if proc.is_alive():
                 try:
                     os.kill(proc.pid, signal.SIGINT)
@@ -182,7 +210,7 @@ def run_seeds(runs: list[SeedRun], workers: int, threads: int) -> list[SeedResul
         pool.shutdown(wait=True, cancel_futures=True)
         # The traceback of an interruption keeps this frame alive to the end: without this, the pool's
         # queues outlive it and multiprocessing's resource tracker warns of "leaked semaphores".
-        del pool
+        del pool, started
 
 
 def distill_task(strategy: Strategy, settings: dict, task: dict, frames: dict[str, pd.DataFrame],

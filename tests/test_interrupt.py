@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -85,8 +86,15 @@ def repo(tmp_path_factory):
     return {"repo": repo, "hook": hook, "log": log, "baseline": baseline, "root": root}
 
 
-def start_paused(ctx, cmd, target: str) -> tuple[subprocess.Popen, Path]:
-    """Start ``cmd`` in its own process group; return once it is paused before publishing ``target``."""
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_paused(ctx, cmd, target: str, ctrl_c: bool = False) -> tuple[subprocess.Popen, Path]:
+    """Start ``cmd`` in its own process group; return once it is paused before publishing ``target``.
+
+    ``ctrl_c``: Ctrl-C's default action restored in ``cmd``, as in a terminal's foreground job, even
+    when pytest itself runs in the background (where it is ignored, and stays so across exec)."""
     repo = ctx["repo"]
     log = ctx["root"] / f"log-{time.monotonic_ns()}.txt"
     with open(log, "w") as fh:
@@ -94,7 +102,7 @@ def start_paused(ctx, cmd, target: str) -> tuple[subprocess.Popen, Path]:
         # check (is the PID in .dvc/tmp/rwlock alive?) does not see a zombie.
         proc = subprocess.Popen(cmd.split(), cwd=repo, stdout=fh, stderr=subprocess.STDOUT,
                                 env=env_for(repo, ctx["hook"], MTKD_TEST_PAUSE_BEFORE_RENAME=target),
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_default_sigint if ctrl_c else None)
     deadline = time.monotonic() + 400
     while PAUSED not in log.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -186,13 +194,37 @@ def test_sigint_stops_with_one_line_and_no_partial_output(repo):
     r = repo["repo"]
     target = r / "models/students/none/rt"
     before = snapshot(r, ["models/students/none", "predictions/none.npz", "metrics/distill/none.json"])
-    proc, log = start_paused(repo, "python -m stages.distill --strategy none", "models/students/none/rt")
+    proc, log = start_paused(repo, "python -m stages.distill --strategy none", "models/students/none/rt", ctrl_c=True)
     assert stop(proc, signal.SIGINT) == 130  # Ctrl-C reaches the whole foreground process group
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
     assert text.splitlines()[-1] == INTERRUPTED
     assert not temporaries(target)  # the interrupted write cleaned up after itself
     assert snapshot(r, ["models/students/none", "predictions/none.npz", "metrics/distill/none.json"]) == before
+    assert_clean(r)
+
+
+def _seed_workers(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+
+
+def test_a_seed_worker_killed_stops_the_stage_in_one_line(repo):
+    r = repo["repo"]
+    names = ["models/students/none", "predictions/none.npz", "metrics/distill/none.json"]
+    before = snapshot(r, names)
+    proc, log = start_paused(repo, "python -m stages.distill --strategy none", "models/students/none/rt")
+    workers = _seed_workers(proc.pid)
+    assert len(workers) == 2, workers  # tiny: two seeds, runtime.seed_workers 2
+    os.kill(workers[0], signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    assert proc.wait(timeout=120) == 2
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert text.splitlines()[-1].startswith("error: runtime.seed_workers: a seed worker process stopped abruptly "
+                                            "(killed by signal 9"), text[-500:]
+    assert snapshot(r, names) == before
+    for tmp in temporaries(r / "models/students/none/rt"):  # a SIGKILLed writer cannot clean up after itself
+        shutil.rmtree(tmp)
     assert_clean(r)
 
 
