@@ -154,3 +154,17 @@ def assert_one_error_line(proc, *needles):
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     for needle in needles:
         assert needle in errors[0], (needle, errors[0])
+
+
+def write_table(frame, path: Path) -> str:
+    """``frame`` written as the file its suffix names (csv, tsv, jsonl, else parquet); returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".tsv":
+        frame.to_csv(path, sep="\t", index=False)
+    elif path.suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path, index=False)
+    return str(path)

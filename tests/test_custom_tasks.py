@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers import assert_one_error_line, profile, run_stage
+from tests.helpers import assert_one_error_line, profile, run_stage, write_table
 from mtkd.data import get_task, load_split, prepare_task, report_splits
 from mtkd.errors import MtkdError
 from mtkd.params import Data, validate_params
@@ -31,18 +31,6 @@ def topic_frame(n: int = 150, seed: int = 0, authors: int = 25) -> pd.DataFrame:
     return pd.DataFrame({"sid": [f"s{i:03d}" for i in range(n)], "sentence": text, "topic": topic,
                          "author": [f"author{i}" for i in rng.integers(0, authors, n)]})
 
-
-def write(frame: pd.DataFrame, path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".csv":
-        frame.to_csv(path, index=False)
-    elif path.suffix == ".tsv":
-        frame.to_csv(path, sep="\t", index=False)
-    elif path.suffix == ".jsonl":
-        frame.to_json(path, orient="records", lines=True)
-    else:
-        frame.to_parquet(path, index=False)
-    return str(path)
 
 
 SPEC = {"text_column": "sentence", "label_column": "topic", "id_column": "sid"}
@@ -65,7 +53,7 @@ def prepare(tmp_path: Path, spec: dict, name: str = "topics", **kw):
 
 def test_csv_with_five_classes_groups_and_ids(tmp_path):
     frame = topic_frame()
-    spec = {"train_file": write(frame, tmp_path / "topics.csv"), **SPEC, "group_column": "author"}
+    spec = {"train_file": write_table(frame, tmp_path / "topics.csv"), **SPEC, "group_column": "author"}
     meta, splits = prepare(tmp_path, spec)
     assert meta["num_classes"] == 5 and meta["label_names"] == sorted(TOPICS)  # the sorted distinct values
     assert meta["primary_metric"] == "accuracy" and meta["pair"] is False and meta["group_by"] == "author"
@@ -83,7 +71,7 @@ def test_csv_with_five_classes_groups_and_ids(tmp_path):
 
 
 def test_cut_by_example_seeded_by_split_seed(tmp_path):
-    spec = {"train_file": write(topic_frame(200), tmp_path / "t.jsonl"), **SPEC}
+    spec = {"train_file": write_table(topic_frame(200), tmp_path / "t.jsonl"), **SPEC}
     _, a = prepare(tmp_path / "a", spec, validation_fraction=0.2, test_fraction=0.1)
     _, b = prepare(tmp_path / "b", spec, validation_fraction=0.2, test_fraction=0.1)
     _, c = prepare(tmp_path / "c", spec, validation_fraction=0.2, test_fraction=0.1, split_seed=7)
@@ -102,9 +90,9 @@ def test_given_splits_are_kept_whole_pairs_and_label_names_over_class_ids(tmp_pa
                              "hypothesis": [" ".join(rng.choice(WORDS, 4)) for _ in range(n)],
                              "label": np.arange(n) % 3})
 
-    spec = {"train_file": write(pairs(60, 0), tmp_path / "train.tsv"),
-            "validation_file": write(pairs(15, 1), tmp_path / "dev.parquet"),
-            "test_file": write(pairs(12, 2), tmp_path / "test.jsonl"),
+    spec = {"train_file": write_table(pairs(60, 0), tmp_path / "train.tsv"),
+            "validation_file": write_table(pairs(15, 1), tmp_path / "dev.parquet"),
+            "test_file": write_table(pairs(12, 2), tmp_path / "test.jsonl"),
             "text_column": "premise", "text_pair_column": "hypothesis", "label_names": names, "primary_metric": "mcc"}
     meta, splits = prepare(tmp_path, spec, name="nli3")
     assert meta["label_names"] == names and meta["num_classes"] == 3 and meta["pair"] is True
@@ -122,7 +110,7 @@ def test_pairs_tokenise_as_pairs(tmp_path):
 
     frame = pd.DataFrame({"a": ["good film", "bad plot", "fine", "dull"] * 5, "b": ["yes", "no", "maybe", "so"] * 5,
                           "y": ["x", "y"] * 10})
-    spec = {"train_file": write(frame, tmp_path / "p.csv"), "text_column": "a", "text_pair_column": "b", "label_column": "y"}
+    spec = {"train_file": write_table(frame, tmp_path / "p.csv"), "text_column": "a", "text_pair_column": "b", "label_column": "y"}
     _, splits = prepare(tmp_path, spec, name="pairs", validation_fraction=0.2, test_fraction=0.2)
     tok = load_tokenizer(HFTeacher(kind="hf", random_init={}))
     enc = encode(tok, splits["train"], 32)
@@ -132,7 +120,7 @@ def test_pairs_tokenise_as_pairs(tmp_path):
 
 def test_label_names_name_the_values(tmp_path):
     frame = topic_frame(50)
-    spec = {"train_file": write(frame, tmp_path / "t.parquet"), **SPEC, "label_names": TOPICS}
+    spec = {"train_file": write_table(frame, tmp_path / "t.parquet"), **SPEC, "label_names": TOPICS}
     meta, splits = prepare(tmp_path, spec, validation_fraction=0.2, test_fraction=0.2)
     assert meta["label_names"] == TOPICS  # the given order, not sorted
     got = pd.concat(splits.values()).set_index("id")["label"]
@@ -141,7 +129,7 @@ def test_label_names_name_the_values(tmp_path):
 
 def test_numeric_labels_sort_as_numbers(tmp_path):
     frame = pd.DataFrame({"text": [f"w{i} x" for i in range(40)], "label": [2, 10, 1, 3] * 10})
-    spec = {"train_file": write(frame, tmp_path / "n.jsonl")}
+    spec = {"train_file": write_table(frame, tmp_path / "n.jsonl")}
     meta, _ = prepare(tmp_path, spec, name="nums", validation_fraction=0.2, test_fraction=0.2)
     assert meta["label_names"] == ["1", "2", "3", "10"]
 
@@ -205,7 +193,7 @@ def test_hub_dataset_not_in_the_cache_is_one_line(tmp_path, monkeypatch):
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_bad_files_are_one_line_and_write_nothing(tmp_path, mutate, spec_change, needles, suffix):
     frame = topic_frame(60)
-    path = write(mutate(frame) if mutate else frame, tmp_path / f"topics{suffix}")
+    path = write_table(mutate(frame) if mutate else frame, tmp_path / f"topics{suffix}")
     spec = {"train_file": path, **SPEC, **spec_change}
     if "train_file" in spec_change:
         spec["train_file"] = spec_change["train_file"].replace(".csv", suffix)
@@ -220,7 +208,7 @@ def test_bad_files_are_one_line_and_write_nothing(tmp_path, mutate, spec_change,
 
 def test_duplicate_ids_across_files(tmp_path):
     frame = topic_frame(60)
-    spec = {"train_file": write(frame, tmp_path / "train.csv"), "test_file": write(frame.iloc[:10], tmp_path / "test.csv"),
+    spec = {"train_file": write_table(frame, tmp_path / "train.csv"), "test_file": write_table(frame.iloc[:10], tmp_path / "test.csv"),
             **SPEC}
     with pytest.raises(MtkdError, match=r"data\.custom\.topics\.id_column: id 's000' occurs 2 times \(in "
                                         r"data\.custom\.topics\.test_file .*; data\.custom\.topics\.train_file"):
@@ -229,7 +217,7 @@ def test_duplicate_ids_across_files(tmp_path):
 
 def test_a_group_in_two_given_files_is_refused(tmp_path):
     frame = topic_frame(60, authors=5)
-    spec = {"train_file": write(frame.iloc[:40], tmp_path / "train.csv"), "test_file": write(frame.iloc[40:], tmp_path / "test.csv"),
+    spec = {"train_file": write_table(frame.iloc[:40], tmp_path / "train.csv"), "test_file": write_table(frame.iloc[40:], tmp_path / "test.csv"),
             **SPEC, "group_column": "author"}
     with pytest.raises(MtkdError, match=r"^data\.custom\.topics\.group_column: author 'author\d' is in "
                                         r"data\.custom\.topics\.test_file .* and data\.custom\.topics\.train_file .*;"
@@ -279,7 +267,7 @@ def test_bad_params_are_one_line(custom, tasks, needles):
 def test_f1_is_fine_for_two_classes(tmp_path):
     frame = topic_frame(40)
     frame = frame[frame["topic"].isin(["sport", "art"])]
-    meta, _ = prepare(tmp_path, {"train_file": write(frame, tmp_path / "two.csv"), **SPEC, "primary_metric": "f1"},
+    meta, _ = prepare(tmp_path, {"train_file": write_table(frame, tmp_path / "two.csv"), **SPEC, "primary_metric": "f1"},
                       validation_fraction=0.25, test_fraction=0.25)
     assert meta["primary_metric"] == "f1" and meta["label_names"] == ["art", "sport"]
 
@@ -287,14 +275,14 @@ def test_f1_is_fine_for_two_classes(tmp_path):
 def test_prepare_stage_refuses_a_bad_file_and_keeps_the_previous_output(tmp_path):
     """`stages.prepare`: exit 2, one `error:` line naming key and file; the prepared data of the last good run stay."""
     frame = topic_frame(60)
-    write(frame, tmp_path / "data" / "topics.csv")
+    write_table(frame, tmp_path / "data" / "topics.csv")
     raw = base_params({"topics": {"train_file": "data/topics.csv", **SPEC}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     first = run_stage(tmp_path, "stages.prepare")
     assert first.returncode == 0, first.stderr[-2000:]
     before = {p: p.read_bytes() for p in (tmp_path / "data" / "prepared").rglob("*") if p.is_file()}
     assert json.loads((tmp_path / "data/prepared/topics/meta.json").read_text())["num_classes"] == 5
-    write(frame.assign(topic="sport"), tmp_path / "data" / "topics.csv")  # one class only
+    write_table(frame.assign(topic="sport"), tmp_path / "data" / "topics.csv")  # one class only
     proc = run_stage(tmp_path, "stages.prepare")
     assert_one_error_line(proc, "data.custom.topics.label_column: 'topic' has a single value 'sport'")
     assert {p: p.read_bytes() for p in (tmp_path / "data" / "prepared").rglob("*") if p.is_file()} == before

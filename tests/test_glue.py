@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers import ROOT, make_repo, profile, run
+from tests.helpers import ROOT, make_repo, profile, run, write_table
 from mtkd.data import GLUE, TASKS, glue_splits, load_split, prepare_task, report_splits
 from mtkd.errors import MtkdError
 from mtkd.metrics import classification_metrics
@@ -54,21 +54,11 @@ def glue_frame(task: str, split: str, n: int, seed: int, unlabelled: int = 2, id
     return pd.DataFrame(rows)
 
 
-def write(frame: pd.DataFrame, path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".tsv":
-        frame.to_csv(path, sep="\t", index=False)
-    elif path.suffix == ".jsonl":
-        frame.to_json(path, orient="records", lines=True)
-    else:
-        frame.to_parquet(path, index=False)
-    return str(path)
-
 
 def glue_files(root: Path, task: str, fmt: str | None = None, n_train: int = 60, n_eval: int = 20, **kw) -> dict[str, str]:
     """GLUE-schema files for every GLUE split ``task`` needs, ``{split: path}``."""
     fmt = fmt or FORMATS[task]
-    return {theirs: write(glue_frame(task, theirs, n_train if theirs == "train" else n_eval, seed=i, **kw),
+    return {theirs: write_table(glue_frame(task, theirs, n_train if theirs == "train" else n_eval, seed=i, **kw),
                           root / task / f"{theirs}.{fmt}")
             for i, theirs in enumerate(glue_splits(task).values())}
 
@@ -140,10 +130,10 @@ def test_validation_is_a_seeded_fraction_of_train(tmp_path):
 
 def test_ids_are_glue_idx_and_survive_reordering_and_format(tmp_path):
     frame = glue_frame("mrpc", "train", 50, seed=0)
-    base = {"train": write(frame, tmp_path / "a/train.tsv"),
-            "validation": write(glue_frame("mrpc", "validation", 20, seed=1), tmp_path / "a/validation.tsv")}
-    shuffled = {"train": write(frame.sample(frac=1.0, random_state=1), tmp_path / "b/train.parquet"),
-                "validation": write(glue_frame("mrpc", "validation", 20, seed=1), tmp_path / "b/validation.jsonl")}
+    base = {"train": write_table(frame, tmp_path / "a/train.tsv"),
+            "validation": write_table(glue_frame("mrpc", "validation", 20, seed=1), tmp_path / "a/validation.tsv")}
+    shuffled = {"train": write_table(frame.sample(frac=1.0, random_state=1), tmp_path / "b/train.parquet"),
+                "validation": write_table(glue_frame("mrpc", "validation", 20, seed=1), tmp_path / "b/validation.jsonl")}
     _, a = prepare(tmp_path / "pa", "mrpc", base)
     _, b = prepare(tmp_path / "pb", "mrpc", shuffled)
     key = lambda s: pd.concat([s["train"], s["validation"]]).set_index("id").sort_index()  # noqa: E731
@@ -152,8 +142,8 @@ def test_ids_are_glue_idx_and_survive_reordering_and_format(tmp_path):
 
 
 def test_ids_without_idx_are_row_numbers_before_dropping(tmp_path):
-    files = {"train": write(glue_frame("rte", "train", 40, seed=0, idx=False), tmp_path / "train.jsonl"),
-             "validation": write(glue_frame("rte", "validation", 12, seed=1, unlabelled=3, idx=False), tmp_path / "v.jsonl")}
+    files = {"train": write_table(glue_frame("rte", "train", 40, seed=0, idx=False), tmp_path / "train.jsonl"),
+             "validation": write_table(glue_frame("rte", "validation", 12, seed=1, unlabelled=3, idx=False), tmp_path / "v.jsonl")}
     _, splits = prepare(tmp_path, "rte", files)
     assert splits["test"]["id"].tolist() == [f"rte-validation-{i}" for i in range(9)]  # rows 9-11 were −1
 
@@ -162,8 +152,8 @@ def test_ids_without_idx_are_row_numbers_before_dropping(tmp_path):
 def test_numeric_looking_texts_stay_verbatim(tmp_path, suffix):
     texts = ["1.50", "007", "2020", "1e3", "0"] * 8  # every sentence numeric: a column a reader may cast
     frame = pd.DataFrame({"sentence": texts, "label": np.arange(40) % 2, "idx": np.arange(40)})
-    files = {"train": write(frame, tmp_path / f"train.{suffix}"),
-             "validation": write(glue_frame("sst2", "validation", 10, seed=1), tmp_path / f"validation.{suffix}")}
+    files = {"train": write_table(frame, tmp_path / f"train.{suffix}"),
+             "validation": write_table(glue_frame("sst2", "validation", 10, seed=1), tmp_path / f"validation.{suffix}")}
     _, splits = prepare(tmp_path, "sst2", files)
     got = pd.concat([splits["train"], splits["validation"]]).set_index("id")["text_a"]
     assert all(got[f"sst2-train-{i}"] == t for i, t in enumerate(texts))
@@ -173,8 +163,8 @@ def test_label_names_map_to_glue_ids(tmp_path):
     frame = glue_frame("mnli", "train", 30, seed=0, unlabelled=0)
     names = np.array(["entailment", "neutral", "contradiction"])
     named = frame.assign(label=names[frame["label"]])
-    files = {"train": write(named, tmp_path / "train.tsv"),
-             **{s: write(glue_frame("mnli", s, 9, seed=1), tmp_path / f"{s}.tsv")
+    files = {"train": write_table(named, tmp_path / "train.tsv"),
+             **{s: write_table(glue_frame("mnli", s, 9, seed=1), tmp_path / f"{s}.tsv")
                 for s in ("validation_matched", "validation_mismatched")}}
     _, splits = prepare(tmp_path, "mnli", files)
     got = pd.concat([splits["train"], splits["validation"]]).set_index("id")["label"]
@@ -349,8 +339,8 @@ def test_pipeline_refuses_an_unknown_task(tmp_path, capsys):
     (lambda f: f.assign(label=-1), ["GLUE mrpc train: no labelled rows"]),
 ])
 def test_bad_glue_file_is_one_line(tmp_path, mutate, needles):
-    files = {"train": write(mutate(glue_frame("mrpc", "train", 30, seed=0)), tmp_path / "train.tsv"),
-             "validation": write(glue_frame("mrpc", "validation", 10, seed=1), tmp_path / "validation.tsv")}
+    files = {"train": write_table(mutate(glue_frame("mrpc", "train", 30, seed=0)), tmp_path / "train.tsv"),
+             "validation": write_table(glue_frame("mrpc", "validation", 10, seed=1), tmp_path / "validation.tsv")}
     with pytest.raises(MtkdError) as err:
         prepare(tmp_path, "mrpc", files)
     one_line(err, *needles)
