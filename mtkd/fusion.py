@@ -86,9 +86,15 @@ class Strategy:
         if not self.uses_teachers:
             return {}
         out = {"T": distill.temperature(self.name), "alpha": distill.alpha, "alpha_schedule": distill.alpha_schedule}
+        if self.kind == "multi" and distill.fused_teachers is not None:  # absent: the fusion reads every teacher
+            out["teachers"] = list(distill.fused_teachers)
         if self.own_params:
             out[self.own_params] = getattr(distill, self.own_params).model_dump(mode="json")
         return out
+
+    def teacher_names(self, teachers: list[str], settings: dict) -> list[str]:
+        """The teachers whose logits this strategy's stage loads (``distill.fused_teachers`` for a fusion)."""
+        return [t for t in teachers if t in settings["teachers"]] if "teachers" in settings else list(teachers)
 
     def check(self, teachers: list[str]) -> None:
         """Refuse (MtkdError) a strategy that cannot run with these teachers."""

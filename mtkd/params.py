@@ -81,6 +81,9 @@ class DistillBase(Strict):
     # constant: α throughout. linear: teacher annealing, α decays linearly from `alpha` to 0
     # over training, so the student leans on the teachers early and on the labels late.
     alpha_schedule: Literal["constant", "linear"] = "constant"
+    # The teachers a multi-teacher strategy fuses (null: every teacher). A reference teacher such as
+    # `human` can then have its own student (single_<t>) without entering the fusions it is compared with.
+    fused_teachers: list[str] | None = None
 
     @field_validator("T")
     @classmethod
@@ -96,6 +99,10 @@ class DistillBase(Strict):
         if not 0.0 <= v <= 1.0:
             raise ValueError("must lie in [0, 1]")
         return v
+
+    def fused(self, teachers: list[str]) -> list[str]:
+        """The teachers a fusion reads, in ``teachers``' order."""
+        return list(teachers) if self.fused_teachers is None else [t for t in teachers if t in self.fused_teachers]
 
     def temperature(self, strategy: str) -> float:
         if isinstance(self.T, dict):
@@ -203,8 +210,13 @@ class Params(Strict):
                 )
         if len(set(self.distill.strategies)) != len(self.distill.strategies):
             raise MtkdError("distill.strategies: names must be distinct")
+        if (fused := self.distill.fused_teachers) is not None:
+            if unknown := [t for t in fused if t not in self.teachers]:
+                raise MtkdError(f"distill.fused_teachers: unknown teacher '{unknown[0]}' (teachers: {', '.join(self.teachers)})")
+            if len(set(fused)) != len(fused) or len(fused) < 2:
+                raise MtkdError("distill.fused_teachers: needs two or more distinct teachers (null: every teacher)")
         for strategy in self.distill.strategies:
-            get_strategy(strategy).check_settings(self.distill, list(self.teachers))
+            get_strategy(strategy).check_settings(self.distill, self.distill.fused(list(self.teachers)))
         if isinstance(self.distill.T, dict):
             for key in self.distill.T:
                 if key not in valid:

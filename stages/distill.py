@@ -39,13 +39,13 @@ def main(argv=None):
         frames = {s: load_split(DATA, task, s) for s in splits}
         teacher_logits = None
         if strategy.uses_teachers:
-            fp = meta["splits"]
+            fp, used = meta["splits"], strategy.teacher_names(teachers, settings)
             teacher_logits = TeacherLogits(
-                teachers,
+                used,
                 {s: np.stack([load_logits(Path("logits") / f"{t}-{task}.npz", s, frames[s], meta["num_classes"],
                                           fp[s]["fingerprint"], checkpoint_dir=Path("models/teachers") / f"{t}-{task}")
-                              for t in teachers]) for s in splits},
-                {t: load_teacher_validation_metric(Path("metrics/teachers"), t, task, meta["primary_metric"]) for t in teachers},
+                              for t in used]) for s in splits},
+                {t: load_teacher_validation_metric(Path("metrics/teachers"), t, task, meta["primary_metric"]) for t in used},
             )
         metrics[task], preds = distill_task(strategy, settings, meta, frames, teacher_logits, params,
                                             Path("models/students") / args.strategy / task, curves)

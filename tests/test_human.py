@@ -61,7 +61,8 @@ def _students(seed=0, n=24, C=5, seeds=(0, 1, 2)):
     return human, probs
 
 
-KINDS = {"none": "baseline", "single_a": "single", "single_human": "single", "average": "multi", "weighted": "multi"}
+# As analysis.run labels them: the human teacher's own student is the reference, not a single-teacher contender.
+KINDS = {"none": "baseline", "single_a": "single", "single_human": "reference", "average": "multi", "weighted": "multi"}
 
 
 def test_paired_kl_matches_a_brute_force_resample_loop():
@@ -139,6 +140,9 @@ def test_fidelity_block_chooses_on_validation_and_leaves_the_human_student_out()
                                         "human_ece": 0.0}
     assert out["raters"]["mean_entropy"] == pytest.approx(entropy(human.T).mean(), abs=1e-6)
     assert out["note"] == "the multi-teacher strategies fuse the human teacher(s) human too"
+    apart = H.human_fidelity({"validation": val_human, "test": human}, teacher_probs,  # distill.fused_teachers: [a]
+                             {"test": probs, "validation": val_probs}, KINDS, V.make_plan(groups, 3), ["human"], ["a"])
+    assert apart["note"] is None and apart["comparison"] == c
     without = H.human_fidelity({"validation": val_human, "test": human}, teacher_probs,
                                {"test": {"none": probs["none"]}, "validation": {"none": val_probs["none"]}},
                                {"none": "baseline"}, V.make_plan(groups, 3))

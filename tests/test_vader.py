@@ -393,7 +393,9 @@ def test_vader5_profile_is_the_default_with_the_human_teacher():
     assert list(raw["teachers"]) == [*default["teachers"], "human"]
     assert raw["distill"]["strategies"] == [*default["distill"]["strategies"][:4], "single_human",
                                             *default["distill"]["strategies"][4:]]
+    assert raw["distill"]["fused_teachers"] == list(default["teachers"])  # the fusions leave the reference out
     raw["data"]["tasks"], raw["distill"]["strategies"] = default["data"]["tasks"], default["distill"]["strategies"]
+    raw["distill"]["fused_teachers"] = default["distill"]["fused_teachers"]
     del raw["teachers"]["human"]
     assert raw == default
     Params.model_validate(profile("vader5"))

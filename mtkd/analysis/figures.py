@@ -22,7 +22,8 @@ from mtkd.analysis.regions import CONFIDENCE_SPLITS, FAILURES, HIGH_CONFIDENCE, 
 from mtkd.analysis.registry import Analysis, DvcPlot, plot_table, register_figure
 from mtkd.data import has_rater_data
 
-KIND_COLOURS = {"baseline": "#7f7f7f", "single": "#1f77b4", "multi": "#d62728", "teacher": "#2ca02c"}
+KIND_COLOURS = {"baseline": "#7f7f7f", "single": "#1f77b4", "multi": "#d62728", "teacher": "#2ca02c",
+                "reference": "#9467bd"}
 
 
 def _layout(fig, title: str, height: int = 420, **kw):

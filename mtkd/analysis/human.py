@@ -142,16 +142,17 @@ def _mean_entropy(human: np.ndarray) -> float:
 
 def human_fidelity(human: dict[str, np.ndarray], teacher_probs: dict[str, np.ndarray],
                    student_probs: dict[str, dict[str, dict]], kinds: dict[str, str], plan: stats.Plan | None,
-                   human_teachers: list[str] = ()) -> dict:
+                   human_teachers: list[str] = (), fused_teachers: list[str] | None = None) -> dict:
     """``metrics/summary.json``'s ``human`` block of one task.
 
     ``human``: split → raters' distribution [n, C] (validation, test); ``teacher_probs``: teacher →
     test probabilities; ``student_probs``: split → strategy → seed → probabilities; ``kinds``:
-    strategy → baseline | single | multi; ``human_teachers``: teachers of kind ``human``, whose
-    single-teacher students are the reference rather than a contender.
+    strategy → baseline | single | multi | reference (the student of a ``human`` teacher, never a
+    contender); ``human_teachers``: teachers of kind ``human``; ``fused_teachers``: those the
+    multi-teacher strategies fuse (None: every teacher).
     """
     test, val = human["test"], human["validation"]
-    reference = [f"single_{t}" for t in human_teachers if f"single_{t}" in kinds]
+    reference = [s for s, k in kinds.items() if k == "reference"]
     validation_kl = {s: rounded(np.mean([kl_human(val, p).mean() for p in by.values()]))
                      for s, by in student_probs["validation"].items()}
     strategies = {}
@@ -164,7 +165,8 @@ def human_fidelity(human: dict[str, np.ndarray], teacher_probs: dict[str, np.nda
         res = paired_kl(test, student_probs["test"][best_multi], student_probs["test"][best_single], plan)
         comparison = {"multi": best_multi, "single": best_single, "chosen_on": "validation kl_human", **res,
                       "verdict": closer_verdict(res)}
-    fused = [t for t in human_teachers if any(k == "multi" for k in kinds.values())]
+    fused = [t for t in human_teachers if any(k == "multi" for k in kinds.values())
+             and (fused_teachers is None or t in fused_teachers)]
     return {
         "scores": list(SCORES),
         "n_test": int(test.shape[0]),

@@ -36,11 +36,13 @@ class TaskResults:
 
 
 def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list, limits: list[str] | None = None,
-                 human_teachers: list[str] = ()) -> TaskResults:
-    """Every number of one task from its loaded inputs (no I/O); ``human_teachers``: those of kind ``human``."""
+                 human_teachers: list[str] = (), fused_teachers: list[str] | None = None) -> TaskResults:
+    """Every number of one task from its loaded inputs (no I/O); ``human_teachers``: those of kind ``human``
+    (references: their students are not contenders, nor are they the best teacher); ``fused_teachers``:
+    those the fusions read (None: every teacher)."""
     primary, C = inp.meta["primary_metric"], inp.meta["num_classes"]
     y, groups = inp.labels["test"], inp.groups["test"]
-    kinds = {s: method_kind(s, teachers) for s in inp.distill}
+    kinds = {s: reference_kind(method_kind(s, teachers), s, human_teachers) for s in inp.distill}
     scores = {s: strategy_scores(b, primary) for s, b in inp.distill.items()}
     teacher_scores = {t: {"validation": rounded(m["validation"][primary]), "test": rounded(m["test"][primary])}
                       for t, m in inp.teacher_metrics.items()}
@@ -59,7 +61,8 @@ def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list, limits: list
     stability = (verdict.selection(inp.labels["validation"], inp.groups["validation"], val_preds, kinds, primary, C)
                  if val_preds else None)
     head = verdict.headline(pairs, best_multi, best_single, stability)
-    summary = task_summary(primary, teacher_scores, scores, kinds, len(y), len(seeds), head)
+    summary = task_summary(primary, teacher_scores, scores, kinds, len(y), len(seeds), head,
+                           contenders=[t for t in teacher_scores if t not in human_teachers])
     for s, iv in intervals.items():
         summary["strategies"][s]["interval_note"] = iv["note"]
     reference = summary["gap_closed"]["reference_teacher"]  # the best teacher, chosen on validation
@@ -76,7 +79,8 @@ def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list, limits: list
         student_probs = {"test": probs, "validation": {s: {seed: softmax(z) for seed, z in by.items()}
                                                        for s, by in inp.student_validation.items()}}
         teacher_probs = {t: softmax(inp.teacher_logits["test"][k]) for k, t in enumerate(teachers)}
-        summary["human"] = human_fidelity(inp.human, teacher_probs, student_probs, kinds, plan, list(human_teachers))
+        summary["human"] = human_fidelity(inp.human, teacher_probs, student_probs, kinds, plan, list(human_teachers),
+                                          fused_teachers)
     comparisons = {"metric": primary, "n_seeds": len(seeds), "n_groups": summary["n_groups"],
                    "group_by": summary["group_by"], "n_resamples": plan.n_resamples if plan else None,
                    "bootstrap_seed": plan.seed if plan else None, "pairs": pairs}
@@ -89,6 +93,13 @@ def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list, limits: list
     gates = {s: w for s, b in inp.distill.items() if (w := gate_weights(b))}
     return TaskResults(summary, agreement, failures, conf, results_rows(inp.task, inp.teacher_metrics, inp.distill), gates,
                        comparisons)
+
+
+def reference_kind(kind: str, strategy: str, human_teachers) -> str:
+    """A ``human`` teacher's own student is the reference (kind ``reference``), not a single-teacher contender."""
+    from mtkd.fusion import SINGLE_PREFIX
+
+    return "reference" if kind == "single" and strategy.removeprefix(SINGLE_PREFIX) in human_teachers else kind
 
 
 def design_limits(params, num_classes: int) -> list[str]:
@@ -147,7 +158,8 @@ def run_analysis(params, root: Path = Path(".")) -> dict:
     for task in setup["tasks"]:
         inp = load_task_inputs(root, task, teachers, strategies, seeds, distill_all, curves_all)
         results[task] = analyse_task(inp, teachers, seeds, design_limits(params, inp.meta["num_classes"]),
-                                     [t for t, cfg in params.teachers.items() if cfg.kind == "human"])
+                                     [t for t, cfg in params.teachers.items() if cfg.kind == "human"],
+                                     params.distill.fused_teachers)
         curves[task] = (inp.curves, inp.teacher_curves)
         del inp  # one task's logits in memory at a time
     analysis = Analysis(summary={t: r.summary for t, r in results.items()},

@@ -114,10 +114,11 @@ def best_of_kind(validation: dict[str, float | None], kinds: dict[str, str], kin
 
 
 def task_summary(primary: str, teachers: dict[str, dict], scores: dict[str, dict], kinds: dict[str, str],
-                 n_test: int, n_seeds: int, headline: dict | None = None) -> dict:
+                 n_test: int, n_seeds: int, headline: dict | None = None, contenders: list[str] | None = None) -> dict:
     """The headline of one task. ``teachers``: name → {validation, test}; ``scores``: from strategy_scores
-    (their test intervals replaced by the bootstrap's); ``headline``: :func:`mtkd.analysis.verdict.headline`."""
-    best_teacher = pick_best({t: v["validation"] for t, v in teachers.items()})
+    (their test intervals replaced by the bootstrap's); ``headline``: :func:`mtkd.analysis.verdict.headline`;
+    ``contenders``: the teachers the best teacher is chosen among (None: all; a reference is left out)."""
+    best_teacher = pick_best({t: v["validation"] for t, v in teachers.items() if contenders is None or t in contenders})
     validation = {s: v["validation"] for s, v in scores.items()}
     best_single, best_multi = best_of_kind(validation, kinds, "single"), best_of_kind(validation, kinds, "multi")
     ranks = rank_scores({s: v["test"]["mean"] for s, v in scores.items()})

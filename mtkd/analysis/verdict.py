@@ -19,12 +19,14 @@ NO_INTERVAL = "no interval"
 
 
 def comparison_pairs(kinds: dict[str, str]) -> list[tuple[str, str]]:
-    """(A, B) pairs the question is about: each multi vs each single, then each of them vs ``none``."""
+    """(A, B) pairs the question is about: each multi vs each single, then each of them (and a reference
+    teacher's student) vs ``none``."""
     multi = [s for s, k in kinds.items() if k == "multi"]
     single = [s for s, k in kinds.items() if k == "single"]
+    reference = [s for s, k in kinds.items() if k == "reference"]
     baseline = [s for s, k in kinds.items() if k == "baseline"]
     pairs = [(a, b) for a in multi for b in single]
-    pairs += [(a, b) for b in baseline for a in multi + single]
+    pairs += [(a, b) for b in baseline for a in multi + single + reference]
     return pairs
 
 
