@@ -57,6 +57,10 @@ BAD = [
     ("student.learning_rate", "fast", "student.learning_rate:"),
     ("student.model_name_or_path", DELETE, "student: give exactly one of model_name_or_path or random_init"),
     ("runtime.num_threads", 0, "runtime.num_threads:"),
+    ("distill.fused_teachers", ["minilm_l6", "bert"], "distill.fused_teachers: unknown teacher 'bert' (teachers: minilm_l6,"),
+    ("distill.fused_teachers", ["minilm_l6"], "distill.fused_teachers: needs two or more distinct teachers"),
+    ("distill.fused_teachers", ["tfidf_lr", "tfidf_lr"], "distill.fused_teachers: needs two or more distinct teachers"),
+    ("distill.fused_teachers", "tfidf_lr", "distill.fused_teachers:"),
 ]
 
 
@@ -114,6 +118,30 @@ def test_fair_student_settings_are_checked():
         with pytest.raises(MtkdError, match=message) as err:
             validate_params(bad)
         assert "\n" not in str(err.value)
+
+
+def test_fused_teachers_reach_the_fusions_only_in_the_teachers_order():
+    from mtkd.fusion import get_strategy
+
+    teachers = list(DEFAULT["teachers"])
+    raw = with_change("distill.strategies", ["none", "single_minilm_l6", "average", "ae_kd"])
+    p = validate_params(raw)
+    assert p.distill.fused_teachers is None and p.distill.fused(teachers) == teachers
+    assert "teachers" not in get_strategy("average").settings(p.distill)  # unset: the configs stay as they were
+    raw["distill"]["fused_teachers"] = ["tfidf_lr", "minilm_l6"]
+    p = validate_params(raw)
+    assert p.distill.fused(teachers) == ["minilm_l6", "tfidf_lr"]
+    for name in ("average", "ae_kd"):
+        settings = get_strategy(name).settings(p.distill)
+        assert settings["teachers"] == ["tfidf_lr", "minilm_l6"]
+        assert get_strategy(name).teacher_names(teachers, settings) == ["minilm_l6", "tfidf_lr"]
+    single = get_strategy("single_minilm_l3", teachers)  # a single-teacher student reads its teacher, fused or not
+    assert "teachers" not in single.settings(p.distill)
+    assert single.teacher_names(teachers, single.settings(p.distill)) == teachers
+    assert get_strategy("none").teacher_names(teachers, get_strategy("none").settings(p.distill)) == teachers
+    raw["distill"]["ae_kd"] = {"tolerance": 0.4}  # within [1/3, 1] for three teachers, not [1/2, 1] for the two fused
+    with pytest.raises(MtkdError, match=r"distill\.ae_kd\.tolerance: must lie in \[1/K, 1\] = \[0\.5, 1\] for 2 teachers"):
+        validate_params(raw)
 
 
 # --------------------------------------------------------------------------------------------

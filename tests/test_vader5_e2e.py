@@ -1,6 +1,8 @@
-"""End to end (issue #16): `dvc repro` of vader5 (600 of its sentences) with a TF-IDF teacher and the human
-teacher, their single_ students and a fusion; the analysis scores every model against the raters'
-distribution. A human teacher on a task without rater data stops the pipeline in one line.
+"""End to end (issue #16): `dvc repro` of vader5 (600 of its sentences) with two TF-IDF teachers and the human
+teacher, single_ students and a fusion of the two TF-IDF teachers (`distill.fused_teachers`, as the vader5
+profile leaves the human teacher out of its fusions); the analysis scores every model against the raters'
+distribution, the human teacher's student as the reference. A human teacher on a task without rater data
+stops the pipeline in one line.
 
 Kept small: two seeds (an interval needs two), one thread, the tiny random-init student.
 """
@@ -30,7 +32,9 @@ def vader5_repo(tmp_path_factory):
     raw = tiny_params(teachers=("tfidf_lr",), strategies=STRATEGIES, max_examples=600, num_threads=1)
     raw["data"]["tasks"] = ["vader5"]
     raw["teachers"]["tfidf_lr"]["oof_folds"] = None  # in-sample train logits: fewer fits
+    raw["teachers"]["tfidf_strong"] = {**raw["teachers"]["tfidf_lr"], "C": 10.0}  # a second, more confident one
     raw["teachers"]["human"] = {"kind": "human"}
+    raw["distill"]["fused_teachers"] = ["tfidf_lr", "tfidf_strong"]
     make_repo(repo, raw)
     proc = run("dvc repro", repo, MTKD_NUM_THREADS="1", **SOURCES)
     return repo, proc.stdout + proc.stderr
@@ -40,7 +44,7 @@ def test_every_stage_ran_and_the_split_carries_the_raters(vader5_repo):
     repo, log = vader5_repo
     ran = set(re.findall(r"Running stage '([^']+)'", log))
     assert ran == {"prepare", "configure", "analyze", *(f"{s}@{t}-vader5" for s in ("train_teachers", "extract_logits")
-                                                        for t in ("tfidf_lr", "human")),
+                                                        for t in ("tfidf_lr", "tfidf_strong", "human")),
                    *(f"distill@{s}" for s in STRATEGIES)}
     meta = json.loads((repo / "data/prepared/vader5/meta.json").read_text())
     assert meta["num_classes"] == 5 and meta["group_by"] == "document" and meta["rater_data"]["columns"] == HUMAN
@@ -66,7 +70,8 @@ def test_summary_scores_every_model_against_the_raters(vader5_repo):
     h = json.loads((repo / "metrics/summary.json").read_text())["vader5"]["human"]
     test = pd.read_parquet(repo / "data/prepared/vader5/test.parquet")
     shares = test[HUMAN].to_numpy()
-    assert h["n_test"] == len(test) and set(h["teachers"]) == {"tfidf_lr", "human"} and list(h["strategies"]) == STRATEGIES
+    assert h["n_test"] == len(test) and set(h["teachers"]) == {"tfidf_lr", "tfidf_strong", "human"}
+    assert list(h["strategies"]) == STRATEGIES
     # the human teacher: q = max(h, 1e-3) / Z with Z = 1 + 1e-3 · (classes no rater chose), so KL(h ‖ q) = log Z
     zeros = (shares == 0).sum(axis=1)
     assert h["teachers"]["human"]["kl_human"] == pytest.approx(np.log1p(1e-3 * zeros).mean(), abs=2e-6)
@@ -79,7 +84,19 @@ def test_summary_scores_every_model_against_the_raters(vader5_repo):
     for s, v in h["strategies"].items():
         assert v["kl_human"]["ci95_low"] <= v["kl_human"]["point"] <= v["kl_human"]["ci95_high"], s
         assert 0 <= v["rater_agreement"]["point"] <= shares.max(axis=1).mean() + 1e-9, s
-    assert h["note"] == "the multi-teacher strategies fuse the human teacher(s) human too"
+    assert h["note"] is None  # the fusion reads the two TF-IDF teachers only
+
+
+def test_the_fusion_reads_the_fused_teachers_and_the_human_student_is_the_reference(vader5_repo):
+    repo, _ = vader5_repo
+    fidelity = json.loads((repo / "metrics/distill/average.json").read_text())["vader5"]["fidelity"]
+    assert list(fidelity) == ["tfidf_lr", "tfidf_strong", "fused"]  # no human logits loaded
+    assert yaml.safe_load((repo / "configs/distill/average.yaml").read_text())["teachers"] == ["tfidf_lr", "tfidf_strong"]
+    s = json.loads((repo / "metrics/summary.json").read_text())["vader5"]
+    assert s["strategies"]["single_human"]["kind"] == "reference" and s["best_single"]["strategy"] == "single_tfidf_lr"
+    assert s["best_teacher"]["name"] in ("tfidf_lr", "tfidf_strong")  # chosen without the raters themselves
+    pairs = json.loads((repo / "metrics/comparisons.json").read_text())["vader5"]["pairs"]
+    assert "single_human_vs_none" in pairs and not any(k.endswith("_vs_single_human") for k in pairs)
 
 
 def test_report_draws_the_human_figure_and_declares_no_new_outputs(vader5_repo):

@@ -17,6 +17,8 @@ def test_pairs_are_multi_vs_single_then_everyone_vs_none():
                                          ("single_a", "none"), ("single_b", "none")]
     assert V.comparison_pairs({"none": "baseline", "single_a": "single"}) == [("single_a", "none")]
     assert V.comparison_pairs({"average": "multi"}) == []
+    # a reference teacher's student (human) is no contender: compared with none only
+    assert V.comparison_pairs({**KINDS, "single_h": "reference"}) == [*V.comparison_pairs(KINDS), ("single_h", "none")]
     assert V.comparison_key("average", "single_a") == "average_vs_single_a"
 
 
