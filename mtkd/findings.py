@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mtkd.analysis import (agreement_sentence, comparisons_sentence, confidence_sentence, failures_sentence, gap_sentence,
                            headline_sentence)
-from mtkd.analysis.readings import human_sentence
+from mtkd.analysis.readings import human_sentence, transfer_sentence
 from mtkd.errors import MtkdError
 
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"
@@ -110,6 +110,8 @@ def render(metrics_dir: Path, name: str | None = None, beside: Path | None = Non
             parts.append(f"- {failures_sentence(task, failures[task])}")
         if "human" in s:
             parts.append(f"- {human_sentence(task, s)}")
+        if "transfer" in s:
+            parts.append(f"- {transfer_sentence(task, s)}")
         parts.append("")
     if confidence:
         parts += [f"Teacher confidence: {confidence_sentence(confidence)}", ""]

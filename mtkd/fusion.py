@@ -17,6 +17,7 @@ No caller compares strategy names.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Literal
 
@@ -66,17 +67,24 @@ class Strategy:
     learned: ClassVar[bool] = False
     # Permuting the teachers (with their names) leaves the targets unchanged.
     symmetric: ClassVar[bool] = True
+    # Its targets read the gold train labels (so it cannot distil on unlabelled transfer examples).
+    needs_train_labels: ClassVar[bool] = False
+    # A `<name>+transfer` variant: distilled on train + the transfer set (distill.transfer).
+    transfer: ClassVar[bool] = False
     # A block of its own under `distill` (e.g. `gating`), read by this strategy only, and its
     # params model (mtkd.params adds it to the `distill` schema).
     own_params: ClassVar[str | None] = None
     Params: ClassVar[type[Strict] | None] = None
 
-    def __init__(self, name: str | None = None, fn: Callable | None = None, symmetric: bool | None = None):
+    def __init__(self, name: str | None = None, fn: Callable | None = None, symmetric: bool | None = None,
+                 needs_train_labels: bool | None = None):
         if name is not None:
             self.name = name
         self._fn = fn
         if symmetric is not None:
             self.symmetric = symmetric
+        if needs_train_labels is not None:
+            self.needs_train_labels = needs_train_labels
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -88,6 +96,8 @@ class Strategy:
         out = {"T": distill.temperature(self.name), "alpha": distill.alpha, "alpha_schedule": distill.alpha_schedule}
         if self.kind == "multi" and distill.fused_teachers is not None:  # absent: the fusion reads every teacher
             out["teachers"] = list(distill.fused_teachers)
+        if self.transfer:
+            out["transfer"] = distill.transfer.model_dump(mode="json")
         if self.own_params:
             out[self.own_params] = getattr(distill, self.own_params).model_dump(mode="json")
         return out
@@ -123,11 +133,12 @@ def _register(entry: Strategy) -> Strategy:
     return entry
 
 
-def fusion(name: str, *, symmetric: bool = True):
-    """Decorator: register a fixed fusion function ``(z, T, ctx) -> p_T`` as strategy ``name``."""
+def fusion(name: str, *, symmetric: bool = True, needs_train_labels: bool = False):
+    """Decorator: register a fixed fusion function ``(z, T, ctx) -> p_T`` as strategy ``name``
+    (``needs_train_labels``: it reads ``ctx.labels``, the gold train labels)."""
 
     def wrap(fn):
-        _register(Strategy(name, fn, symmetric))
+        _register(Strategy(name, fn, symmetric, needs_train_labels))
         return fn
 
     return wrap
@@ -167,6 +178,10 @@ def get_strategy(name: str, teachers: list[str] | None = None) -> Strategy:
     """The strategy called ``name``; ``single_<t>`` for any teacher ``t`` (checked against ``teachers`` if given)."""
     if name in STRATEGIES:
         return STRATEGIES[name]
+    if (base := transfer_base(name)) is not None:
+        entry = copy.copy(get_strategy(base, teachers))
+        entry.name, entry.transfer = name, True
+        return entry
     if name.startswith(SINGLE_PREFIX) and len(name) > len(SINGLE_PREFIX):
         entry = SingleTeacher(name.removeprefix(SINGLE_PREFIX))
         if teachers is not None:
@@ -180,6 +195,15 @@ def strategy_names(teachers: list[str]) -> list[str]:
     """Every strategy that can run with these teachers: baselines, one single per teacher, then fusions."""
     names = [SINGLE_PREFIX + t for t in teachers] + list(STRATEGIES)
     return sorted(names, key=lambda n: ("baseline", "single", "multi").index(get_strategy(n).kind))
+
+
+# `<strategy>+transfer` (issue #17): that strategy's student distilled on train + the transfer set.
+TRANSFER_SUFFIX = "+transfer"
+
+
+def transfer_base(name: str) -> str | None:
+    """The strategy a ``<strategy>+transfer`` variant distils with (None for any other name)."""
+    return name.removesuffix(TRANSFER_SUFFIX) if name.endswith(TRANSFER_SUFFIX) and len(name) > len(TRANSFER_SUFFIX) else None
 
 
 def strategy_kind(name: str) -> str:
@@ -322,7 +346,7 @@ def teacher_cross_entropy(z: torch.Tensor, labels: torch.Tensor | None, strategy
     return -torch.log_softmax(z, dim=-1)[:, torch.arange(z.shape[1]), labels]
 
 
-@fusion("likelihood_weighted")
+@fusion("likelihood_weighted", needs_train_labels=True)
 def likelihood_weighted(z, T, ctx):
     """Per example, w_k ∝ exp(−CE_k) = p_k(y): each teacher weighted by the probability it gives the gold label.
 
@@ -340,7 +364,7 @@ def ca_mkd_weights(ce: torch.Tensor) -> torch.Tensor:
     return (1.0 - torch.softmax(ce, dim=0)) / (K - 1)
 
 
-@fusion("ca_mkd")
+@fusion("ca_mkd", needs_train_labels=True)
 def ca_mkd(z, T, ctx):
     """CA-MKD as published: Σ_k w_k · KL(p_k,T ‖ q_T), w_k from the teachers' cross-entropy on the gold label.
 
@@ -510,6 +534,7 @@ class GatingParams(Strict):
 class Gating(Strategy):
     """Per-example teacher weights from an MLP on the student's first-token state, trained jointly."""
 
+    needs_train_labels = True  # label_likelihood fits the gate to the gold labels
     learned = True
     fixed = False
     own_params = "gating"

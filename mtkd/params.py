@@ -72,6 +72,40 @@ class Student(TrainArgs):
         return self
 
 
+class TransferParams(Strict):
+    """``distill.transfer`` (issue #17): what a ``<strategy>+transfer`` student is distilled on besides train.
+
+    ``copies`` augmented copies of each train text (``operations``: per-word rates of the EDA-style
+    perturbations in :mod:`mtkd.transfer`, drawn from ``seed``) and/or the texts of ``unlabelled_file``.
+    """
+
+    copies: int = Field(2, ge=0)
+    operations: dict[str, float] = Field(default_factory=lambda: {"delete": 0.1, "swap": 0.1, "mask": 0.1})
+    seed: int = 0
+    unlabelled_file: str | None = None
+
+    @field_validator("operations")
+    @classmethod
+    def _known_operations(cls, v):
+        from mtkd.transfer import OPERATIONS
+
+        for name, rate in v.items():
+            if name not in OPERATIONS:
+                raise ValueError(f"unknown augmentation '{name}'{_suggest(name, OPERATIONS)} (known: {', '.join(OPERATIONS)})")
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"the rate of '{name}' must lie in [0, 1), got {rate}")
+        return v
+
+    @model_validator(mode="after")
+    def _something_to_transfer(self):
+        if self.copies < 1 and self.unlabelled_file is None:
+            raise MtkdError("distill.transfer.copies: must be >= 1 (0 only with an unlabelled_file), got "
+                            f"{self.copies}")
+        if self.copies >= 1 and not any(self.operations.values()):
+            raise MtkdError("distill.transfer.operations: every rate is 0: the copies would repeat the train texts")
+        return self
+
+
 class DistillBase(Strict):
     """What every distilling strategy shares; each strategy's own block is added from the registry."""
 
@@ -84,6 +118,8 @@ class DistillBase(Strict):
     # The teachers a multi-teacher strategy fuses (null: every teacher). A reference teacher such as
     # `human` can then have its own student (single_<t>) without entering the fusions it is compared with.
     fused_teachers: list[str] | None = None
+    # What `<strategy>+transfer` students distil on besides train (unused without such a strategy).
+    transfer: TransferParams = Field(default_factory=TransferParams)
 
     @field_validator("T")
     @classmethod
@@ -104,8 +140,19 @@ class DistillBase(Strict):
         """The teachers a fusion reads, in ``teachers``' order."""
         return list(teachers) if self.fused_teachers is None else [t for t in teachers if t in self.fused_teachers]
 
+    @property
+    def uses_transfer(self) -> bool:
+        """Whether a strategy distils on the transfer set (the pipeline then builds it)."""
+        from mtkd.fusion import transfer_base
+
+        return any(transfer_base(s) is not None for s in self.strategies)
+
     def temperature(self, strategy: str) -> float:
+        from mtkd.fusion import transfer_base
+
         if isinstance(self.T, dict):
+            if strategy not in self.T and transfer_base(strategy) in self.T:  # a variant takes its strategy's T
+                strategy = transfer_base(strategy)
             if strategy not in self.T:
                 raise MtkdError(f"distill.T: no temperature for strategy '{strategy}' in the map")
             return float(self.T[strategy])
@@ -187,7 +234,7 @@ class Params(Strict):
     @model_validator(mode="after")
     def _cross_check(self):
         from mtkd.data import TASKS
-        from mtkd.fusion import get_strategy, strategy_names
+        from mtkd.fusion import get_strategy, strategy_names, transfer_base
 
         for task in self.data.tasks:
             if task not in TASKS and task not in self.data.custom:
@@ -203,11 +250,13 @@ class Params(Strict):
             TEACHER_KINDS[cfg.kind].check_params(name, cfg, self.data.tasks)
         valid = strategy_names(list(self.teachers))
         for strategy in self.distill.strategies:
-            if strategy not in valid:
+            if (transfer_base(strategy) or strategy) not in valid:
                 raise MtkdError(
                     f"distill.strategies: unknown strategy '{strategy}'{_suggest(strategy, valid)}"
-                    f" (known: {', '.join(valid)})"
+                    f" (known: {', '.join(valid)}; and <strategy>+transfer)"
                 )
+            if transfer_base(strategy) is not None:
+                self._check_transfer_variant(get_strategy(strategy, list(self.teachers)))
         if len(set(self.distill.strategies)) != len(self.distill.strategies):
             raise MtkdError("distill.strategies: names must be distinct")
         if (fused := self.distill.fused_teachers) is not None:
@@ -219,12 +268,28 @@ class Params(Strict):
             get_strategy(strategy).check_settings(self.distill, self.distill.fused(list(self.teachers)))
         if isinstance(self.distill.T, dict):
             for key in self.distill.T:
-                if key not in valid:
+                if (transfer_base(key) or key) not in valid:
                     raise MtkdError(f"distill.T: unknown strategy '{key}'{_suggest(key, valid)}")
             for strategy in self.distill.strategies:
-                if get_strategy(strategy).uses_teachers and strategy not in self.distill.T:
+                if get_strategy(strategy).uses_teachers and strategy not in self.distill.T \
+                        and transfer_base(strategy) not in self.distill.T:
                     raise MtkdError(f"distill.T: the map has no temperature for strategy '{strategy}'")
         return self
+
+    def _check_transfer_variant(self, variant) -> None:
+        """A ``+transfer`` student needs a teacher term that every transfer example can have."""
+        from mtkd.fusion import get_strategy, transfer_base
+
+        key, name, base = "distill.strategies", variant.name, get_strategy(transfer_base(variant.name))
+        if not base.uses_teachers:
+            raise MtkdError(f"{key}: '{name}': a transfer set has no labels, so it needs a teacher ('{base.name}' has none)")
+        if base.needs_train_labels:
+            raise MtkdError(f"{key}: '{name}': {base.name}'s targets read the gold train labels, which transfer examples"
+                            " do not have (use a label-free fusion: average, weighted, prob_average, best_per_sample, …)")
+        for t, cfg in self.teachers.items():  # extract_logits scores the transfer set with every teacher
+            if not TEACHER_KINDS[cfg.kind].scores_new_texts:
+                raise MtkdError(f"{key}: '{name}': teacher '{t}' (kind {cfg.kind}) cannot score new texts, so it"
+                                " can have no logits for a transfer set (a transfer run needs teachers that can)")
 
 
 def _suggest(name: Any, candidates) -> str:

@@ -66,6 +66,11 @@ def _lists(params: Params) -> dict[str, list]:
         "analysis_outs": [*analysis["outs"], *({p: git} for p in analysis["outs_no_cache"])],
         "analysis_metrics": [{p: git} for p in analysis["metrics"]],
         "analysis_plots": list(analysis["plots"]),
+        "transfer_files": ([params.distill.transfer.unlabelled_file]
+                           if params.distill.uses_transfer and params.distill.transfer.unlabelled_file else []),
+        "transfer_inputs": ["data/transfer/${item.task}.parquet"] if params.distill.uses_transfer else [],
+        "transfer_logits": ["logits/transfer/${item.teacher}-${item.task}.npz"] if params.distill.uses_transfer else [],
+        "transfer_deps": [],  # per item (_distill_items) when a strategy uses the transfer set
     }
 
 
@@ -123,12 +128,74 @@ def _per_item_files(lines: list[str], files: dict[tuple[str, str], list[str]], s
     return out
 
 
+_WHEN = re.compile(r"^  (?P<name>[\w-]+):\s*# when: (?P<flag>\w+)\s*$")
+
+
+def _conditional_stages(lines: list[str], flags: dict[str, bool]) -> list[str]:
+    """Stages whose header says ``# when: <flag>``: kept (without the comment) when the flag is set,
+    else dropped with the comment lines above them."""
+    out, i = [], 0
+    while i < len(lines):
+        m = _WHEN.match(lines[i])
+        if m is None:
+            out.append(lines[i])
+            i += 1
+            continue
+        if m["flag"] not in flags:
+            raise MtkdError(f"{TEMPLATE}: stage '{m['name']}' has an unknown condition '{m['flag']}' (known: {', '.join(flags)})")
+        end = i + 1
+        while end < len(lines) and not re.match(r"^ {0,2}\S", lines[end]):
+            end += 1  # the stage's body and the blank lines after it
+        if flags[m["flag"]]:
+            out.append(f"  {m['name']}:")
+            out.extend(lines[i + 1:end])
+        else:
+            while out and out[-1].startswith("  #"):
+                out.pop()
+        i = end
+    return out
+
+
+def _distill_items(lines: list[str], params: Params) -> list[str]:
+    """With a transfer set, ``distill``'s foreach over a dict whose items carry their own transfer files.
+
+    A ``<strategy>+transfer`` student depends on its task's transfer set and every teacher's logits on
+    it; any other student on nothing more (``${item.transfer<k>}`` is then ``data/prepared``, already a
+    dependency), so a transfer change re-trains only the students that read it.
+    """
+    from mtkd.fusion import transfer_base
+
+    files = [f"data/transfer/{task}.parquet" for task in params.data.tasks] + [
+        f"logits/transfer/{t}-{task}.npz" for t in params.teachers for task in params.data.tasks]
+    start = lines.index("  distill:")
+    foreach = lines.index("    foreach: ${distill.strategies}", start)
+    end = start + 1
+    while end < len(lines) and not re.match(r"^ {0,2}\S", lines[end]):
+        end += 1
+    items = ["    foreach:                        # generated: each strategy, the transfer files it reads "
+             f"({FILLER}: none)"]
+    for s in params.distill.strategies:
+        item = {"name": s, **{f"transfer{k}": path if transfer_base(s) else FILLER for k, path in enumerate(files)}}
+        items.append("      " + _flow({s: item})[1:-1])
+    body = []
+    for line in lines[foreach + 1:end]:
+        m = _MARKER.match(line)
+        if m and m["name"] == "transfer_deps":
+            body.extend(f"{m['indent']}- ${{item.transfer{k}}}" for k in range(len(files)))
+        else:
+            body.append(line.replace("${item}", "${item.name}"))
+    return lines[:foreach] + items + body + lines[end:]
+
+
 def render(params: Params, template: Path = TEMPLATE) -> str:
     lists = _lists(params)
     files = teacher_files(params)
     slots = max((len(v) for v in files.values()), default=0)
     lists["teacher_files"] = ["${item.file%d}" % k for k in range(slots)]
     lines = template.read_text().replace(LAUNCHER, params.runtime.launcher).splitlines()
+    lines = _conditional_stages(lines, {"transfer": params.distill.uses_transfer})
+    if params.distill.uses_transfer:
+        lines = _distill_items(lines, params)
     if slots:
         lines = _per_item_files(lines, files, slots)
     out = [HEADER]

@@ -39,6 +39,8 @@ class TeacherKind:
 
     name: ClassVar[str]
     Params: ClassVar[type[Strict]]  # the teachers.<name> block; its `kind` field is Literal[name]
+    # It can score a text it has never seen (an augmented copy, an unlabelled text: distill.transfer).
+    scores_new_texts: ClassVar[bool] = True
 
     def train(self, name: str, cfg, task: dict, splits: dict[str, pd.DataFrame], out_dir: Path, runtime,
               on_epoch: Callable[[dict], None] | None = None,
@@ -453,6 +455,8 @@ class PrecomputedKind(TeacherKind):
     each split's id order (every id exactly once; with all splits, no id outside them).
     """
 
+    scores_new_texts = False  # its scores come from a file: a new text has none
+
     Params = PrecomputedTeacher
 
     def dvc_deps(self, cfg, task):
@@ -528,6 +532,8 @@ class HumanKind(TeacherKind):
     split, so it is distilled (``single_<name>``) and fused like any teacher. Nothing is trained:
     the checkpoint records what it is. Only tasks with rater data (``vader5``) have it.
     """
+
+    scores_new_texts = False  # raters rated the dataset's sentences only
 
     Params = HumanTeacher
 

@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from mtkd.cli import set_threads, stage
 from mtkd.curves import write_curves
@@ -15,6 +16,7 @@ from mtkd.fusion import TeacherLogits, get_strategy
 from mtkd.io import write_json, write_npz
 from mtkd.logits import load_logits
 from mtkd.pipeline import load_stage_params
+from mtkd.transfer import load_transfer, transfer_fingerprint
 
 DATA = Path("data/prepared")
 
@@ -40,11 +42,14 @@ def main(argv=None):
         teacher_logits = None
         if strategy.uses_teachers:
             fp, used = meta["splits"], strategy.teacher_names(teachers, settings)
+            by_split = {s: np.stack([load_logits(Path("logits") / f"{t}-{task}.npz", s, frames[s], meta["num_classes"],
+                                                 fp[s]["fingerprint"], checkpoint_dir=Path("models/teachers") / f"{t}-{task}")
+                                     for t in used]) for s in splits}
+            if strategy.transfer:  # train + the transfer set: soft targets on both, gold labels on train only
+                frames["train"], by_split["train"] = with_transfer(task, frames["train"], by_split["train"], used,
+                                                                   meta["num_classes"])
             teacher_logits = TeacherLogits(
-                used,
-                {s: np.stack([load_logits(Path("logits") / f"{t}-{task}.npz", s, frames[s], meta["num_classes"],
-                                          fp[s]["fingerprint"], checkpoint_dir=Path("models/teachers") / f"{t}-{task}")
-                              for t in used]) for s in splits},
+                used, by_split,
                 {t: load_teacher_validation_metric(Path("metrics/teachers"), t, task, meta["primary_metric"]) for t in used},
             )
         metrics[task], preds = distill_task(strategy, settings, meta, frames, teacher_logits, params,
@@ -61,6 +66,16 @@ def main(argv=None):
         t = m["test"][primary]
         spread = f" ± {t['std']:.4f}" if t["std"] is not None else ""  # one seed: no spread to show
         print(f"distill@{args.strategy} {task}: test {primary} {t['mean']:.4f}{spread} over {len(params.seeds)} seeds")
+
+
+def with_transfer(task: str, train: pd.DataFrame, train_logits: np.ndarray, teachers: list[str], num_classes: int):
+    """Train followed by the task's transfer set (label -1), and the teachers' logits [K, n, C] on both."""
+    transfer = load_transfer(task)
+    fp = transfer_fingerprint(transfer)
+    extra = np.stack([load_logits(Path("logits/transfer") / f"{t}-{task}.npz", "transfer", transfer, num_classes, fp,
+                                  checkpoint_dir=Path("models/teachers") / f"{t}-{task}") for t in teachers])
+    rows = transfer[[c for c in transfer.columns if c in train.columns]]
+    return pd.concat([train, rows], ignore_index=True), np.concatenate([train_logits, extra], axis=1)
 
 
 if __name__ == "__main__":

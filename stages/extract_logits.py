@@ -12,6 +12,7 @@ from mtkd.logits import load_oof_logits, save_logits
 from mtkd.metrics import classification_metrics, confidence
 from mtkd.pipeline import load_stage_params
 from mtkd.teachers import get_teacher_kind
+from mtkd.transfer import load_transfer, transfer_fingerprint
 
 DATA = Path("data/prepared")
 
@@ -33,8 +34,12 @@ def main(argv=None):
     name = f"{args.teacher}-{args.task}"
     model_dir = Path("models/teachers") / name
     kind = get_teacher_kind(cfg.kind)
-    logits = kind.predict(model_dir, frames, params.runtime, num_classes=meta["num_classes"],
+    # With a transfer set (a `<strategy>+transfer` student, issue #17) every teacher scores it too.
+    transfer = load_transfer(args.task) if params.distill.uses_transfer else None
+    logits = kind.predict(model_dir, {**frames, **({"transfer": transfer} if transfer is not None else {})},
+                          params.runtime, num_classes=meta["num_classes"],
                           trust_remote_code=getattr(cfg, "trust_remote_code", False))
+    transfer_logits = logits.pop("transfer", None)
     # Train soft labels: out-of-fold when teachers.<t>.oof_folds is set (the full model's own
     # train logits are memorised, near one-hot); validation/test always from the full model.
     train_confidence = {"in_sample": confidence(logits["train"])}
@@ -52,13 +57,19 @@ def main(argv=None):
         return
     save_logits(Path("logits") / f"{name}.npz", teacher=args.teacher, task=args.task, num_classes=meta["num_classes"],
                 splits={s: (frames[s]["id"].tolist(), logits[s]) for s in names}, provenance=provenance)
+    if transfer is not None:
+        save_logits(Path("logits/transfer") / f"{name}.npz", teacher=args.teacher, task=args.task,
+                    num_classes=meta["num_classes"], splits={"transfer": (transfer["id"].tolist(), transfer_logits)},
+                    provenance={"data_fingerprint": {"transfer": transfer_fingerprint(transfer)},
+                                "checkpoint_sha256": provenance["checkpoint_sha256"]})
     scores = {s: classification_metrics(logits[s], frames[s]["label"].to_numpy(), meta["num_classes"])
               for s in names if s != "train"}
     # Train confidence sits beside the task's scores, not among its splits (consumers read <task>.<split>).
     write_json(Path("metrics/teachers") / f"{name}.json",
                {args.task: scores, "train_confidence": {args.task: train_confidence}})
     primary = meta["primary_metric"]
-    print(f"{name}: validation {primary} {scores['validation'][primary]:.4f}, test {primary} {scores['test'][primary]:.4f}")
+    print(f"{name}: validation {primary} {scores['validation'][primary]:.4f}, test {primary} {scores['test'][primary]:.4f}"
+          + (f"; scored {len(transfer)} transfer examples" if transfer is not None else ""))
     for how, c in train_confidence.items():
         print(f"{name}: train confidence ({how.replace('_', ' ')}): mean max prob {c['mean_max_prob']:.3f},"
               f" entropy {c['mean_entropy']:.3f}, {100 * c['high_confidence_share']:.1f}% above 0.95")

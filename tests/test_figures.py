@@ -58,7 +58,7 @@ def synthetic(tmp_path_factory):
 
 def _tasks(figure, analysis):
     """The tasks a figure is drawn for: per task, those it applies to (the human figure: tasks with rater data)."""
-    return [t for t in analysis.tasks if figure.applies(t)] if figure.per_task else [None]
+    return [t for t in analysis.tasks if figure.applies(t, analysis.setup["strategies"])] if figure.per_task else [None]
 
 
 def test_every_figure_has_its_reading_here():
@@ -187,7 +187,7 @@ HUMAN_BLOCK = {
 def test_human_figure_applies_to_tasks_with_rater_data_and_reads_its_numbers(synthetic):
     _, analysis, html = synthetic
     figure = get_figure("human")
-    assert figure.per_task and not figure.applies("rt") and figure.applies("vader5")
+    assert figure.per_task and not figure.applies("rt", []) and figure.applies("vader5", [])
     assert "fig-rt-human" not in A.figure_ids(["rt"]) and "fig-rt-human" not in html  # rt's report is unchanged
     assert A.figure_ids(["vader5"])[-3:] == ["fig-vader5-human", "fig-confidence", "fig-ranking"]
     task = {"group_by": "document", "human": HUMAN_BLOCK}

@@ -68,14 +68,16 @@ def test_every_section_is_regenerated_and_checked(tmp_path, monkeypatch):
     readme, kept = _kept_readme(tmp_path)
     summary = json.loads((kept / "summary.json").read_text())
     summary["rt"]["human"] = {}  # a task with rater data gets its sentence against the raters
+    summary["rt"]["transfer"] = {}  # a run with +transfer students, its fidelity against generalisation
     (kept / "summary.json").write_text(json.dumps(summary))
     monkeypatch.setattr(F, "human_sentence", lambda task, s: f"HUMAN {task}")
+    monkeypatch.setattr(F, "transfer_sentence", lambda task, s: f"TRANSFER {task}")
     args = ["--readme", str(readme), "--metrics", str(ROOT / "metrics")]
     assert main(["--check", *args]) == 1  # both sections stale
     assert main(args) == 0
     text = readme.read_text()
     default, fine = text.split("## kept")
-    assert "HUMAN" not in default and "- HUMAN rt" in fine
+    assert "HUMAN" not in default and "- HUMAN rt" in fine and "- TRANSFER rt" in fine
     assert "kept from the `fine` profile's `dvc repro`" in fine and "`metrics/` of the last `dvc repro`" in default
     assert "Teacher confidence on test, beside the default run's:" in fine
     assert main(["--check", *args]) == 0

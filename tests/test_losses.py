@@ -53,3 +53,26 @@ def test_kd_term_is_zero_when_student_matches_teacher():
     T = 4.0
     p = torch.softmax(s / T, -1)
     assert kd_loss(s, p, torch.tensor([1]), T, alpha=1.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kd_loss_labels_only_the_labelled_examples():
+    """Transfer examples (label NO_LABEL) get the soft term only: CE is the mean over the labelled ones."""
+    import math
+
+    from mtkd.losses import NO_LABEL
+
+    s = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    p = torch.tensor([[0.7, 0.3], [0.4, 0.6], [0.5, 0.5]])
+    y = torch.tensor([0, NO_LABEL, 1])
+    ce0 = -math.log(math.exp(2) / (math.exp(2) + 1))  # example 0, gold 0
+    ce2 = math.log(2)                                 # example 2: uniform logits
+    q = [[math.exp(2) / (math.exp(2) + 1), 1 / (math.exp(2) + 1)], [1 / (1 + math.e), math.e / (1 + math.e)], [0.5, 0.5]]
+    kl = sum(pi * math.log(pi / qi) for prow, qrow in zip(p.tolist(), q) for pi, qi in zip(prow, qrow)) / 3  # all three
+    assert kd_loss(s, p, y, T=1.0, alpha=0.0).item() == pytest.approx((ce0 + ce2) / 2, rel=1e-6)
+    assert kd_loss(s, p, y, T=1.0, alpha=0.25).item() == pytest.approx(0.25 * kl + 0.75 * (ce0 + ce2) / 2, rel=1e-6)
+    none = torch.full((3,), NO_LABEL)
+    assert kd_loss(s, p, none, T=1.0, alpha=0.25).item() == pytest.approx(0.25 * kl, rel=1e-6)  # no label: CE is 0
+    labelled = torch.tensor([0, 1, 1])  # every example labelled: the plain mean, as before
+    assert torch.equal(kd_loss(s, p, labelled, T=2.0, alpha=0.3),
+                       0.3 * 4 * torch.nn.functional.kl_div(torch.log_softmax(s / 2, -1), p, reduction="batchmean")
+                       + 0.7 * torch.nn.functional.cross_entropy(s, labelled))

@@ -46,8 +46,10 @@ def test_none_does_not_read_temperature_or_alpha():
 def test_template_is_yaml_and_only_marked_lists_are_generated():
     template = yaml.safe_load(TEMPLATE.read_text())
     rendered = yaml.safe_load(render(load_params(ROOT / "params.yaml")))
-    assert set(template["stages"]) == set(rendered["stages"])
+    assert set(template["stages"]) - {"transfer"} == set(rendered["stages"])  # `# when: transfer`: not by default
     for name, stage in template["stages"].items():
+        if name == "transfer":
+            continue
         body, out = stage.get("do", stage), rendered["stages"][name].get("do", rendered["stages"][name])
         # commands are DVC's templating, except the launcher, which the generator writes in
         assert body["cmd"].replace("${runtime.launcher}", "python") == out["cmd"]
@@ -95,3 +97,35 @@ def test_a_stage_refuses_a_stale_dvc_yaml(tmp_path):
     params["distill"]["strategies"].append("gating")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert load_stage_params(tmp_path / "params.yaml").distill.T == 9.0
+
+
+def test_a_transfer_student_brings_the_transfer_stage_and_its_own_dependencies():
+    from mtkd.params import validate_params
+    from mtkd.pipeline import FILLER
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["distill"]["strategies"] = ["none", "single_tfidf_lr", "average", "average+transfer"]
+    raw["distill"]["transfer"]["unlabelled_file"] = "data/extra.txt"
+    text = render(validate_params(raw))
+    stages = yaml.safe_load(text)["stages"]
+    assert list(stages) == ["prepare", "train_teachers", "transfer", "extract_logits", "configure", "distill", "analyze"]
+    assert "# when:" not in text and stages["transfer"]["foreach"] == "${data.tasks}"
+    assert stages["transfer"]["do"]["outs"] == ["data/transfer/${item}.parquet"]
+    assert "data/extra.txt" in stages["transfer"]["do"]["deps"]
+    assert "data/transfer/${item.task}.parquet" in stages["extract_logits"]["deps"]
+    assert "logits/transfer/${item.teacher}-${item.task}.npz" in stages["extract_logits"]["outs"]
+    items = stages["distill"]["foreach"]
+    files = ["data/transfer/rt.parquet", *(f"logits/transfer/{t}-rt.npz" for t in ("minilm_l6", "minilm_l3", "tfidf_lr"))]
+    assert [v for k, v in items["average+transfer"].items() if k != "name"] == files
+    for s in ("none", "single_tfidf_lr", "average"):  # a student on train alone reads no transfer file
+        assert set(v for k, v in items[s].items() if k != "name") == {FILLER} and items[s]["name"] == s
+    do = stages["distill"]["do"]
+    assert do["cmd"] == "python -m stages.distill --strategy ${item.name}" and "${item}" not in text.split("distill:")[-1]
+    assert [f"${{item.transfer{k}}}" for k in range(4)] == [d for d in do["deps"] if str(d).startswith("${item.transfer")]
+
+
+def test_a_stage_with_an_unknown_condition_is_refused(tmp_path):
+    template = tmp_path / "pipeline.yaml"
+    template.write_text(TEMPLATE.read_text().replace("# when: transfer", "# when: moon"))
+    with pytest.raises(MtkdError, match="stage 'transfer' has an unknown condition 'moon'"):
+        render(load_params(ROOT / "params.yaml"), template)

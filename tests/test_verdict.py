@@ -19,6 +19,10 @@ def test_pairs_are_multi_vs_single_then_everyone_vs_none():
     assert V.comparison_pairs({"average": "multi"}) == []
     # a reference teacher's student (human) is no contender: compared with none only
     assert V.comparison_pairs({**KINDS, "single_h": "reference"}) == [*V.comparison_pairs(KINDS), ("single_h", "none")]
+    # a transfer-set student is a contender of its kind, and compared with its strategy on train alone
+    with_transfer = {**KINDS, "average+transfer": "multi", "single_a+transfer": "single"}
+    assert V.comparison_pairs(with_transfer)[-2:] == [("average+transfer", "average"), ("single_a+transfer", "single_a")]
+    assert ("average+transfer", "single_a+transfer") in V.comparison_pairs(with_transfer)
     assert V.comparison_key("average", "single_a") == "average_vs_single_a"
 
 

@@ -11,13 +11,14 @@ To add a figure: write it here, where it should sit on the page, and give it its
 
 from __future__ import annotations
 
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mtkd.analysis.page import html_table
 from mtkd.analysis.readings import (agreement_sentence, comparisons_sentence, confidence_sentence, curves_sentence,
                                     failures_sentence, gap_sentence, gate_sentence, human_sentence, pct, ranking_sentence,
-                                    score, strategies_sentence)
+                                    score, strategies_sentence, transfer_sentence)
 from mtkd.analysis.regions import CONFIDENCE_SPLITS, FAILURES, HIGH_CONFIDENCE, REGIONS
 from mtkd.analysis.registry import Analysis, DvcPlot, plot_table, register_figure
 from mtkd.data import has_rater_data
@@ -313,7 +314,7 @@ def human_table(a: Analysis, task: str) -> str:
                        "test human ECE", "validation KL"], rows)
 
 
-@register_figure("human", per_task=True, applies=has_rater_data, details=human_table,
+@register_figure("human", per_task=True, applies=lambda task, strategies: has_rater_data(task), details=human_table,
                  drawn_if=lambda a, task: "human" in a.summary[task],
                  absent_note="{task}: no scores against the raters' distribution in metrics/summary.json (re-run analyze).",
                  reading=lambda a, task: human_sentence(task, a.summary[task]))
@@ -335,6 +336,73 @@ def fig_human(a: Analysis, task: str):
             row=1, col=col)
     return _layout(fig, f"{task}: teachers (green) and students against the raters' distribution on test "
                         "(students: mean over seeds, 95% CI)", height=480)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per task, where the run has `+transfer` variants (issue #17): fidelity against generalisation
+
+
+FIDELITY_PANELS = (("agreement_fused", "test agreement with the fused teacher (%)", 100.0),
+                   ("kl_fused", "test KL(fused ‖ student), nats", 1.0))
+SETTING_SYMBOLS = {"train only": "circle", "transfer": "diamond"}
+
+
+def _has_transfer(a: Analysis, task: str) -> bool:
+    return "transfer" in a.summary[task]
+
+
+def _transfer_in_run(task: str, strategies: list[str]) -> bool:
+    """``applies``: the run has a ``+transfer`` student (without one, the report is as it was)."""
+    from mtkd.fusion import transfer_base  # imports torch: only when a report is built
+
+    return any(transfer_base(s) is not None for s in strategies)
+
+
+def fidelity_table(a: Analysis, task: str) -> str:
+    """Per student (mean over its seeds): test metric, agreement and KL with the fused teacher."""
+    s = a.summary[task]
+    t, m = s["transfer"], s["primary_metric"]
+    by: dict[str, list[dict]] = {}
+    for p in t["points"]:
+        by.setdefault(p["strategy"], []).append(p)
+
+    def mean(ps, k):
+        v = [p[k] for p in ps if p[k] is not None]
+        return sum(v) / len(v) if v else None
+
+    rows = [[strategy, ps[0]["base"], ps[0]["setting"], len(ps), score(mean(ps, "test"), m),
+             score(mean(ps, "agreement_fused"), "accuracy"),
+             "n/a" if (kl := mean(ps, "kl_fused")) is None else f"{kl:.3f}"] for strategy, ps in by.items()]
+    rows.append(["teachers' ensemble", "", "", "", score(t["ensemble"]["test"], m), "", ""])
+    return html_table(["student", "base strategy", "setting", "seeds", f"test {m}",
+                       "test agreement with the fused teacher", "test KL(fused ‖ student), nats"], rows)
+
+
+@register_figure("fidelity", per_task=True, applies=_transfer_in_run, drawn_if=_has_transfer, details=fidelity_table,
+                 reading=lambda a, task: transfer_sentence(task, a.summary[task]))
+def fig_fidelity(a: Analysis, task: str):
+    s = a.summary[task]
+    t, m = s["transfer"], s["primary_metric"]
+    palette = plotly.colors.qualitative.Plotly
+    bases = list(dict.fromkeys(p["base"] for p in t["points"]))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[title for _, title, _ in FIDELITY_PANELS], shared_yaxes=True)
+    for col, (key, _, scale) in enumerate(FIDELITY_PANELS, start=1):
+        for strategy in dict.fromkeys(p["strategy"] for p in t["points"]):
+            ps = [p for p in t["points"] if p["strategy"] == strategy]
+            base, setting = ps[0]["base"], ps[0]["setting"]
+            fig.add_trace(go.Scatter(
+                x=[None if p[key] is None else scale * p[key] for p in ps],
+                y=[None if p["test"] is None else 100 * p["test"] for p in ps], mode="markers", name=strategy,
+                legendgroup=strategy, showlegend=col == 1, text=[f"{strategy} seed {p['seed']}" for p in ps],
+                marker=dict(color=palette[bases.index(base) % len(palette)], symbol=SETTING_SYMBOLS[setting], size=10),
+                hovertemplate="%{text}: %{x:.3f}, %{y:.2f}<extra></extra>"), row=1, col=col)
+        fig.add_hline(y=100 * t["ensemble"]["test"], line_dash="dash", line_color=KIND_COLOURS["teacher"],
+                      annotation_text="teachers' ensemble", annotation_position="bottom right", row=1, col=col)
+    fig.update_xaxes(title=FIDELITY_PANELS[0][1], row=1, col=1)
+    fig.update_xaxes(title=FIDELITY_PANELS[1][1], row=1, col=2)
+    fig.update_yaxes(title=f"test {m} ({'×100' if m == 'mcc' else '%'})", row=1, col=1)
+    return _layout(fig, f"{task}: fidelity to the fused teacher against test {m} (one marker per student and seed; "
+                        "circle: train only, diamond: + transfer set)", height=480)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -234,3 +234,27 @@ def human_sentence(task: str, s: dict) -> str:
     if h.get("note"):
         text += f" ({h['note']})"
     return text + "."
+
+
+MONOTONE = 0.3  # |Spearman's rho| below this: "no monotone relation"
+
+
+def rho_text(rho: float) -> str:
+    return f"{'−' if rho < 0 else ''}{abs(rho):.2f}"
+
+
+def transfer_sentence(task: str, s: dict) -> str:
+    """Fidelity against generalisation (issue #17, Stanton et al. 2021): what the transfer set moved per
+    ``+transfer`` variant (mean over seeds), and how fidelity ranked with the test metric over students."""
+    t, m = s["transfer"], s["primary_metric"]
+    moved = [f"{p['base']}'s mean test agreement with the fused teacher by {pp(p['agreement_diff'])} pp and its mean "
+             f"test {m} by {pp(p['test_diff'])} pp ({p['variant']} − {p['base']})" for p in t["pairs"]]
+    text = (f"{task}: the transfer set moved " + "; ".join(moved) if moved
+            else f"{task}: no +transfer variant has its base strategy in this run")
+    text += f". The teachers' ensemble scores {score(t['ensemble']['test'], m)} on test"
+    rho, n = t["spearman"]["rho"], t["spearman"]["n"]
+    if rho is None:
+        return text + f". Over {n} students (strategy × seed), no rank correlation of fidelity and test {m} (ρ n/a, n = {n})."
+    how = ("no monotone relation between fidelity and test " + m if abs(rho) < MONOTONE
+           else f"{'higher' if rho > 0 else 'lower'} fidelity went with higher test {m}")
+    return text + f". Over {n} students (strategy × seed), {how} (ρ = {rho_text(rho)}, n = {n})."

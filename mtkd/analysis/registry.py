@@ -76,7 +76,7 @@ def _always(analysis: Analysis, task: str | None) -> bool:
     return True
 
 
-def _every_task(task: str) -> bool:
+def _every_task(task: str, strategies: list[str]) -> bool:
     return True
 
 
@@ -93,9 +93,10 @@ class Figure:
     drawn_if: Callable[[Analysis, str | None], bool] = _always
     absent_note: str | None = None  # said instead (``{task}`` filled in) when drawn_if is false
     details: Callable[[Analysis, str | None], str] | None = None  # HTML under the figure (a table)
-    # Whether a per-task figure exists for a task at all, from the task's declaration alone (e.g. its
-    # rater data): a figure that does not apply is neither drawn, nor noted, nor listed by figure_ids.
-    applies: Callable[[str], bool] = _every_task
+    # Whether a per-task figure exists for a task at all, from the task's declaration and the run's
+    # strategies alone (e.g. its rater data, a `+transfer` student): a figure that does not apply is
+    # neither drawn, nor noted, nor listed by figure_ids. ``(task, strategies) -> bool``.
+    applies: Callable[[str, list[str]], bool] = _every_task
 
     def div_id(self, task: str | None = None) -> str:
         """``fig-<task>-<id>`` for a per-task figure, ``fig-<id>`` for a global one."""
@@ -107,7 +108,7 @@ _FIGURES: dict[str, Figure] = {}
 
 def register_figure(id: str, *, per_task: bool, reading: Callable, table: PlotTable | None = None,
                     drawn_if: Callable = _always, absent_note: str | None = None, details: Callable | None = None,
-                    applies: Callable[[str], bool] = _every_task):
+                    applies: Callable[[str, list[str]], bool] = _every_task):
     """Decorator for a drawing function: registers it as figure ``id``, after those registered before it."""
 
     def wrap(draw):
@@ -133,11 +134,11 @@ def registered_figures() -> list[Figure]:
     return list(_FIGURES.values())
 
 
-def figure_ids(tasks: list[str]) -> list[str]:
-    """The div ids of every figure for ``tasks``, in page order: each task's figures (those that apply to it),
-    then the global ones."""
+def figure_ids(tasks: list[str], strategies: list[str] = ()) -> list[str]:
+    """The div ids of every figure for ``tasks`` and the run's ``strategies``, in page order: each task's
+    figures (those that apply to it), then the global ones."""
     per_task = [f for f in registered_figures() if f.per_task]
-    return ([f.div_id(task) for task in tasks for f in per_task if f.applies(task)]
+    return ([f.div_id(task) for task in tasks for f in per_task if f.applies(task, list(strategies))]
             + [f.div_id() for f in registered_figures() if not f.per_task])
 
 

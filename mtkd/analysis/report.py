@@ -79,7 +79,7 @@ def build_report(analysis: Analysis) -> Page:
     figures = registered_figures()
     for task in analysis.tasks:
         page.heading(f"Task {task}")
-        for figure in (f for f in figures if f.per_task and f.applies(task)):
+        for figure in (f for f in figures if f.per_task and f.applies(task, analysis.setup["strategies"])):
             add_figure(page, figure, analysis, task)
     page.heading("All tasks")
     for figure in (f for f in figures if not f.per_task):

@@ -19,6 +19,7 @@ from mtkd.analysis.registry import Analysis, plot_tables
 from mtkd.analysis.report import build_report
 from mtkd.analysis.tables import (best_of_kind, convergence, gate_weights, method_kind, results_rows, results_table, rounded,
                                   strategy_scores, task_summary)
+from mtkd.analysis.transfer import transfer_block
 from mtkd.errors import MtkdError
 from mtkd.io import write_json
 from mtkd.metrics import softmax
@@ -81,6 +82,8 @@ def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list, limits: list
         teacher_probs = {t: softmax(inp.teacher_logits["test"][k]) for k, t in enumerate(teachers)}
         summary["human"] = human_fidelity(inp.human, teacher_probs, student_probs, kinds, plan, list(human_teachers),
                                           fused_teachers)
+    if (block := transfer_block(inp.distill, primary, inp.teacher_logits["test"], y, C)) is not None:
+        summary["transfer"] = block  # `+transfer` variants (issue #17): fidelity against generalisation
     comparisons = {"metric": primary, "n_seeds": len(seeds), "n_groups": summary["n_groups"],
                    "group_by": summary["group_by"], "n_resamples": plan.n_resamples if plan else None,
                    "bootstrap_seed": plan.seed if plan else None, "pairs": pairs}

@@ -20,13 +20,17 @@ NO_INTERVAL = "no interval"
 
 def comparison_pairs(kinds: dict[str, str]) -> list[tuple[str, str]]:
     """(A, B) pairs the question is about: each multi vs each single, then each of them (and a reference
-    teacher's student) vs ``none``."""
+    teacher's student) vs ``none``, then each ``+transfer`` student vs its strategy on train alone."""
     multi = [s for s, k in kinds.items() if k == "multi"]
     single = [s for s, k in kinds.items() if k == "single"]
     reference = [s for s, k in kinds.items() if k == "reference"]
     baseline = [s for s, k in kinds.items() if k == "baseline"]
     pairs = [(a, b) for a in multi for b in single]
     pairs += [(a, b) for b in baseline for a in multi + single + reference]
+    from mtkd.fusion import transfer_base  # imports torch: only where students are compared
+
+    # a `<strategy>+transfer` student against the same strategy's on train alone (issue #17)
+    pairs += [(a, base) for a in kinds if (base := transfer_base(a)) is not None and base in kinds]
     return pairs
 
 
