@@ -427,3 +427,15 @@ def test_convergence_hand_case_and_the_limit_it_writes():
     (limit,) = convergence_limits(conv, "accuracy")
     assert "last evaluation in 1 of 3 runs" in limit and "+3.00 pp" in limit and "below 0.2 pp" in limit
     assert convergence_limits({**conv, "flattened": True}, "accuracy") == [] and convergence_limits(None, "x") == []
+
+
+def test_results_table_writes_sub_epoch_best_epochs_as_they_are():
+    """A student evaluated within an epoch may be best at 0.75 (vader5's run): written as such, whole ones as 1."""
+    from mtkd.analysis.tables import results_table
+
+    rows = [{"method": "t", "kind": "teacher", "task": "rt", "test_accuracy": 0.9},
+            {"method": "a", "kind": "multi", "task": "rt", "seed": 0, "best_epoch": 1.0, "test_accuracy": 0.8},
+            {"method": "a", "kind": "multi", "task": "rt", "seed": 1, "best_epoch": 0.75, "test_accuracy": 0.7}]
+    csv = results_table(rows).to_csv(index=False, lineterminator="\n").splitlines()
+    assert csv[0] == "method,kind,task,seed,best_epoch,test_accuracy"
+    assert csv[1:] == ["t,teacher,rt,,,0.9", "a,multi,rt,0.0,1,0.8", "a,multi,rt,1.0,0.75,0.7"]

@@ -70,7 +70,8 @@ def results_table(rows: list[dict]) -> pd.DataFrame:
                   key=lambda c: next((i for i, g in enumerate(groups) if c.startswith(g)), len(groups)))
     frame = pd.DataFrame(rows, columns=lead + rest)
     if "best_epoch" in frame:
-        frame["best_epoch"] = frame["best_epoch"].astype("Int64")  # integer, empty for teachers
+        # empty for teachers; a sub-epoch evaluation (0.75) as it is, a whole epoch as an integer (1)
+        frame["best_epoch"] = frame["best_epoch"].map(lambda v: "" if pd.isna(v) else f"{v:g}")
     return frame
 
 
