@@ -213,21 +213,17 @@ def extraction(setup, opts, peaks) -> dict:
     # Proposals for the missed target: a wider batch, and the weights cast to bf16 once instead of per batch by autocast.
     proposals = {}
     if dev == "cpu":
-        def go_wide():
-            predict(model, warm, setup.pad_id, 256, True)
+        def timed_predict(m, batch_size, autocast):  # warm, then time one pass over the split
+            predict(m, warm, setup.pad_id, batch_size, autocast)
             t0 = time.perf_counter()
-            return predict(model, enc, setup.pad_id, 256, True), time.perf_counter() - t0
-        _, t = guarded("extraction proposal batch 256", go_wide)
+            return predict(m, enc, setup.pad_id, batch_size, autocast), time.perf_counter() - t0
+        _, t = guarded("extraction proposal batch 256", lambda: timed_predict(model, 256, True))
         proposals["proposal: batch 256"] = t
         import copy
 
         m16 = copy.deepcopy(model).to(torch.bfloat16)
 
-        def go_cast():
-            predict(m16, warm, setup.pad_id, 128, False)
-            t0 = time.perf_counter()
-            return predict(m16, enc, setup.pad_id, 128, False), time.perf_counter() - t0
-        cast_logits, t = guarded("extraction proposal bf16 weights", go_cast)
+        cast_logits, t = guarded("extraction proposal bf16 weights", lambda: timed_predict(m16, 128, False))
         proposals["proposal: model.to(bfloat16), no autocast"] = t
         cast_diff = float(np.abs(cast_logits - ref_logits).max())
         del m16

@@ -288,12 +288,20 @@ def test_read_refuses_empty_text_row(tmp_path, fmt):
     refuse(write(tmp_path / f"u{fmt}", fmt, [["a"], ["b"], [""]]), "empty text (row 3)")
 
 
-def test_read_refuses_null_text_and_empty_pair(tmp_path):
-    path = tmp_path / "u.jsonl"
-    path.write_text('{"text": "a"}\n{"text": null}\n', encoding="utf-8")
-    refuse(path, "empty text (row 2)")
-    path = write(tmp_path / "p.csv", ".csv", [["a", "b"], ["c", ""]], ("text", "text_pair"))
-    refuse(path, "empty text_pair (row 2)", pair=True)
+@pytest.mark.parametrize("name, content, message", [
+    ("u.jsonl", '{"text": "a"}\n{"text": null}\n', "empty text (row 2)"),
+    ("u.txt", "alpha\nbeta\nalpha\n", "duplicate text 'alpha' (lines 1 and 3)"),
+])
+def test_read_refuses_null_and_duplicate_texts(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    refuse(path, message)
+
+
+@pytest.mark.parametrize("rows, message", [([["a", "b"], ["c", ""]], "empty text_pair (row 2)"),
+                                           ([["a", "b"], ["a", "b"]], "duplicate text 'a' (rows 1 and 2)")])
+def test_read_refuses_empty_and_duplicate_pairs(tmp_path, rows, message):
+    refuse(write(tmp_path / "p.csv", ".csv", rows, ("text", "text_pair")), message, pair=True)
 
 
 def test_read_refuses_missing_columns(tmp_path):
@@ -305,14 +313,6 @@ def test_read_refuses_no_rows(tmp_path):
     path = tmp_path / "u.txt"
     path.write_text("", encoding="utf-8")
     refuse(path, "holds no texts")
-
-
-def test_read_refuses_duplicate_texts(tmp_path):
-    path = tmp_path / "u.txt"
-    path.write_text("alpha\nbeta\nalpha\n", encoding="utf-8")
-    refuse(path, "duplicate text 'alpha' (lines 1 and 3)")
-    path = write(tmp_path / "p.csv", ".csv", [["a", "b"], ["a", "b"]], ("text", "text_pair"))
-    refuse(path, "duplicate text 'a' (rows 1 and 2)", pair=True)
 
 
 def test_read_refuses_duplicate_ids(tmp_path):
