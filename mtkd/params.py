@@ -84,25 +84,15 @@ class TransferParams(Strict):
     seed: int = 0
     unlabelled_file: str | None = None
 
-    @field_validator("operations")
-    @classmethod
-    def _known_operations(cls, v):
-        from mtkd.transfer import OPERATIONS
-
-        for name, rate in v.items():
-            if name not in OPERATIONS:
-                raise ValueError(f"unknown augmentation '{name}'{_suggest(name, OPERATIONS)} (known: {', '.join(OPERATIONS)})")
-            if not 0.0 <= rate < 1.0:
-                raise ValueError(f"the rate of '{name}' must lie in [0, 1), got {rate}")
-        return v
-
     @model_validator(mode="after")
     def _something_to_transfer(self):
+        from mtkd.transfer import check_operations  # the one check of the augmentations (transfer_set runs it too)
+
         if self.copies < 1 and self.unlabelled_file is None:
             raise MtkdError("distill.transfer.copies: must be >= 1 (0 only with an unlabelled_file), got "
                             f"{self.copies}")
-        if self.copies >= 1 and not any(self.operations.values()):
-            raise MtkdError("distill.transfer.operations: every rate is 0: the copies would repeat the train texts")
+        if self.copies >= 1:
+            check_operations(self.operations)
         return self
 
 

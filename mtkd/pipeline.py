@@ -104,9 +104,7 @@ def _per_item_files(lines: list[str], files: dict[tuple[str, str], list[str]], s
             out.append(lines[i])
             i += 1
             continue
-        end = i + 1
-        while end < len(lines) and not re.match(r"^ {0,2}\S", lines[end]):
-            end += 1
+        end = _block_end(lines, i)
         body = lines[i + 1:end]
         if not any(_MARKER.match(line) and _MARKER.match(line)["name"] == "teacher_files" for line in body):
             out.extend(lines[i:end])
@@ -128,6 +126,15 @@ def _per_item_files(lines: list[str], files: dict[tuple[str, str], list[str]], s
     return out
 
 
+def _block_end(lines: list[str], start: int) -> int:
+    """The line after the block of the top-level stage (or list) whose header is ``lines[start]``:
+    its indented body and the blank lines after it."""
+    end = start + 1
+    while end < len(lines) and not re.match(r"^ {0,2}\S", lines[end]):
+        end += 1
+    return end
+
+
 _WHEN = re.compile(r"^  (?P<name>[\w-]+):\s*# when: (?P<flag>\w+)\s*$")
 
 
@@ -143,9 +150,7 @@ def _conditional_stages(lines: list[str], flags: dict[str, bool]) -> list[str]:
             continue
         if m["flag"] not in flags:
             raise MtkdError(f"{TEMPLATE}: stage '{m['name']}' has an unknown condition '{m['flag']}' (known: {', '.join(flags)})")
-        end = i + 1
-        while end < len(lines) and not re.match(r"^ {0,2}\S", lines[end]):
-            end += 1  # the stage's body and the blank lines after it
+        end = _block_end(lines, i)
         if flags[m["flag"]]:
             out.append(f"  {m['name']}:")
             out.extend(lines[i + 1:end])
@@ -168,10 +173,7 @@ def _distill_items(lines: list[str], params: Params) -> list[str]:
     files = [f"data/transfer/{task}.parquet" for task in params.data.tasks] + [
         f"logits/transfer/{t}-{task}.npz" for t in params.teachers for task in params.data.tasks]
     start = lines.index("  distill:")
-    foreach = lines.index("    foreach: ${distill.strategies}", start)
-    end = start + 1
-    while end < len(lines) and not re.match(r"^ {0,2}\S", lines[end]):
-        end += 1
+    foreach, end = lines.index("    foreach: ${distill.strategies}", start), _block_end(lines, start)
     items = ["    foreach:                        # generated: each strategy, the transfer files it reads "
              f"({FILLER}: none)"]
     for s in params.distill.strategies:

@@ -118,7 +118,7 @@ def test_transfer_logits_that_miss_an_id_stop_the_student_in_one_line(transfer_r
     ({"strategies": ["none", "none+transfer"]}, "'none+transfer': a transfer set has no labels, so it needs a teacher"),
     ({"transfer": {"copies": 0, "unlabelled_file": None}}, "distill.transfer.copies: must be >= 1 (0 only with an unlabelled_file)"),
     ({"transfer": {"operations": {"shuffle": 0.1}}}, "distill.transfer.operations: unknown augmentation 'shuffle'"),
-    ({"transfer": {"operations": {"delete": 1.0}}}, "distill.transfer.operations: the rate of 'delete' must lie in [0, 1)"),
+    ({"transfer": {"operations": {"delete": 1.0}}}, "distill.transfer.operations.delete: rate must lie in [0, 1), got 1.0"),
 ])
 def test_bad_transfer_params_stop_the_pipeline_in_one_line(transfer_repo, change, message):
     repo, _ = transfer_repo
