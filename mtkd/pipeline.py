@@ -189,6 +189,28 @@ def _distill_items(lines: list[str], params: Params) -> list[str]:
     return lines[:foreach] + items + body + lines[end:]
 
 
+# Params keys that a stage lists only when the params file sets them: DVC refuses a listed key that
+# params.yaml lacks, and a user's (or a test's) params file may leave an optional key at its default.
+OPTIONAL_PARAMS = {"distill.fused_teachers"}
+
+
+def _is_set(params: Params, key: str) -> bool:
+    """Whether the params file gave ``key`` (dotted) itself, rather than leaving it to its default."""
+    node = params
+    for part in key.split("."):
+        if part not in node.model_fields_set:
+            return False
+        node = getattr(node, part)
+    return True
+
+
+def _optional_params(lines: list[str], params: Params) -> list[str]:
+    """The template without the ``- <key>`` lines of :data:`OPTIONAL_PARAMS` that ``params`` leaves unset."""
+    unset = {key for key in OPTIONAL_PARAMS if not _is_set(params, key)}
+    return [line for line in lines if line.split("#")[0].strip().removeprefix("- ").strip() not in unset
+            or not line.lstrip().startswith("- ")]
+
+
 def render(params: Params, template: Path = TEMPLATE) -> str:
     lists = _lists(params)
     files = teacher_files(params)
@@ -196,6 +218,7 @@ def render(params: Params, template: Path = TEMPLATE) -> str:
     lists["teacher_files"] = ["${item.file%d}" % k for k in range(slots)]
     lines = template.read_text().replace(LAUNCHER, params.runtime.launcher).splitlines()
     lines = _conditional_stages(lines, {"transfer": params.distill.uses_transfer})
+    lines = _optional_params(lines, params)
     if params.distill.uses_transfer:
         lines = _distill_items(lines, params)
     if slots:

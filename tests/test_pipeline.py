@@ -129,3 +129,19 @@ def test_a_stage_with_an_unknown_condition_is_refused(tmp_path):
     template.write_text(TEMPLATE.read_text().replace("# when: transfer", "# when: moon"))
     with pytest.raises(MtkdError, match="stage 'transfer' has an unknown condition 'moon'"):
         render(load_params(ROOT / "params.yaml"), template)
+
+
+def test_an_optional_key_the_params_file_leaves_out_is_not_a_stage_param():
+    # DVC refuses a listed params key that params.yaml lacks ("Parameters ... are missing"), and a
+    # user's or a test's own params file may leave distill.fused_teachers at its default.
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert "fused_teachers" in raw["distill"]
+    listed = yaml.safe_load(render(validate_params(raw)))["stages"]["analyze"]["params"]
+    assert "distill.fused_teachers" in listed
+    del raw["distill"]["fused_teachers"]
+    params = validate_params(raw)
+    assert params.distill.fused_teachers is None
+    listed = yaml.safe_load(render(params))["stages"]["analyze"]["params"]
+    assert listed == ["seeds", "data.tasks", "distill.strategies"]
+    raw["distill"]["fused_teachers"] = ["minilm_l6", "minilm_l3"]
+    assert "distill.fused_teachers" in yaml.safe_load(render(validate_params(raw)))["stages"]["analyze"]["params"]
