@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mtkd.analysis import (agreement_sentence, comparisons_sentence, confidence_sentence, failures_sentence, gap_sentence,
                            headline_sentence)
-from mtkd.analysis.readings import human_sentence, transfer_sentence
+from mtkd.analysis.readings import human_sentence, longer_sentence, transfer_sentence
 from mtkd.errors import MtkdError
 
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"
@@ -81,9 +81,30 @@ def _read_metrics(metrics_dir: Path) -> dict:
     return {key: read(f"{key}.json") for key in ("summary", "agreement", "failures", "teacher_confidence", "comparisons")}
 
 
-def render(metrics_dir: Path, name: str | None = None, beside: Path | None = None) -> str:
+def _epochs(run_dir: Path) -> float | None:
+    import yaml
+
+    params = run_dir / "params.yaml"
+    return yaml.safe_load(params.read_text()).get("student", {}).get("num_train_epochs") if params.is_file() else None
+
+
+def _longer_reading(task: str, s: dict, run_dir: Path, against: Path) -> str | None:
+    """The longer-training sentence of ``task``: this run's students paired by seed with ``against``'s."""
+    from mtkd.analysis.transfer import longer_training
+
+    other = _read_metrics(against)["summary"].get(task, {})
+    if "transfer" not in other:
+        return None
+    rows = longer_training(other["transfer"], s["transfer"])
+    return longer_sentence(task, rows, s["primary_metric"], (_epochs(against), _epochs(run_dir)),
+                           f"{RESULTS.as_posix()}/{against.name}/")
+
+
+def render(metrics_dir: Path, name: str | None = None, beside: Path | None = None, against: Path | None = None) -> str:
     """One section: the default run's (``name`` None) or the kept run ``name``'s, whose teacher
-    confidence is set beside the run in ``beside`` (the default run's metrics)."""
+    confidence is set beside the run in ``beside`` (the default run's metrics). ``against``: another
+    kept run that differs from this one in the students' epochs only (``--keep NAME --against OTHER``):
+    each student is paired with its own seed's there (what training longer moved)."""
     start, end = markers(name)
     m = _read_metrics(metrics_dir)
     summary, agreement, failures, confidence, comparisons = (
@@ -112,6 +133,9 @@ def render(metrics_dir: Path, name: str | None = None, beside: Path | None = Non
             parts.append(f"- {human_sentence(task, s)}")
         if "transfer" in s:
             parts.append(f"- {transfer_sentence(task, s)}")
+        if against is not None and "transfer" in s:
+            if (reading := _longer_reading(task, s, metrics_dir, against)) is not None:
+                parts.append(f"- {reading}")
         parts.append("")
     if confidence:
         parts += [f"Teacher confidence: {confidence_sentence(confidence)}", ""]
@@ -137,18 +161,26 @@ def kept_runs(readme: str) -> list[str]:
     return re.findall(r"<!-- findings:([\w-]+):start -->", readme)
 
 
-def keep(name: str, metrics_dir: Path, root: Path) -> Path:
-    """Copy a profile run's analysis metrics, params.yaml and dvc.lock into ``root/results/<name>/``."""
+AGAINST = "against"  # results/<name>/against: the kept run this one is paired with (--against)
+
+
+def keep(name: str, metrics_dir: Path, root: Path, against: str | None = None) -> Path:
+    """Copy a profile run's analysis metrics, params.yaml and dvc.lock into ``root/results/<name>/``;
+    ``against``: the kept run it differs from in the students' epochs only (recorded beside them)."""
     from mtkd.io import write_text
 
     if not re.fullmatch(r"[\w-]+", name):
         raise MtkdError(f"--keep: '{name}' is not a name (letters, digits, _ and -)")
+    if against is not None and not (root / RESULTS / against / "summary.json").is_file():
+        raise MtkdError(f"--against {against}: no kept run {RESULTS.as_posix()}/{against}/ to pair with")
     sources = [metrics_dir / f for f in KEPT if f.endswith((".json", ".csv"))] + [root / "params.yaml", root / "dvc.lock"]
     if missing := [str(p) for p in sources if not p.is_file()]:
         raise MtkdError(f"--keep {name}: {missing[0]} is missing (run the profile's `dvc repro` first)")
     dest = root / RESULTS / name
     for src in sources:  # read everything first: a missing file leaves results/<name>/ untouched
         write_text(dest / src.name, src.read_text())
+    if against is not None:
+        write_text(dest / AGAINST, against + "\n")
     return dest
 
 
@@ -158,15 +190,19 @@ def main(argv=None) -> int:
     ap.add_argument("--metrics", default="metrics", help="the default run's metrics")
     ap.add_argument("--check", action="store_true", help="exit 1 if any section disagrees with its metrics")
     ap.add_argument("--keep", metavar="NAME", help="keep ./metrics, params.yaml and dvc.lock as results/NAME/ first")
+    ap.add_argument("--against", metavar="OTHER", help="with --keep: the kept run NAME differs from in the students' "
+                                                         "epochs only; its section pairs each student with OTHER's")
     args = ap.parse_args(argv)
     readme = Path(args.readme)
     root = readme.resolve().parent
     text = readme.read_text()
     try:
+        if args.against and not args.keep:
+            raise MtkdError("--against goes with --keep NAME (the run kept now is paired with OTHER)")
         if args.keep:
             if args.keep not in kept_runs(text):
                 raise MtkdError(f"--keep {args.keep}: {readme} has no {markers(args.keep)[0]} … {markers(args.keep)[1]} section")
-            dest = keep(args.keep, Path(args.metrics), root)
+            dest = keep(args.keep, Path(args.metrics), root, args.against)
             # README is not rewritten here: ./metrics is the profile's run, not the default's.
             print(f"kept {dest}; bring it to the default run's checkout and run: python -m mtkd.findings")
             return 0
@@ -175,7 +211,11 @@ def main(argv=None) -> int:
             kept = root / RESULTS / name
             if not kept.is_dir():
                 raise MtkdError(f"{readme}: section '{name}' has no kept run ({kept} is missing)")
-            new = update(new, render(kept, name, beside=Path(args.metrics)), name)
+            other = (kept / AGAINST).read_text().strip() if (kept / AGAINST).is_file() else None
+            if other is not None and not (root / RESULTS / other).is_dir():
+                raise MtkdError(f"{kept / AGAINST}: names '{other}', which has no kept run")
+            new = update(new, render(kept, name, beside=Path(args.metrics),
+                                     against=None if other is None else root / RESULTS / other), name)
     except MtkdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -180,3 +180,63 @@ def test_analyse_task_adds_the_block_only_with_a_variant(tmp_path):
     assert t["pairs"] == [{"variant": "average+transfer", "base": "average", "test_diff": 0.0, "agreement_diff": 0.0,
                            "kl_diff": 0.0}]
     assert {p["strategy"] for p in t["points"]} == {"single_a", "single_b", "average", "gating", "average+transfer"}
+
+
+def test_paired_over_seeds_is_a_t_interval_of_the_differences():
+    from scipy.stats import t
+
+    from mtkd.analysis.transfer import paired_over_seeds
+
+    diffs = [0.01, 0.03, 0.02, 0.04]  # mean 0.025, sample sd sqrt(0.0005/3)
+    half = t.ppf(0.975, 3) * np.sqrt(0.0005 / 3) / 2
+    got = paired_over_seeds(diffs)
+    assert got["mean"] == pytest.approx(0.025) and got["n"] == 4
+    assert got["low"] == pytest.approx(0.025 - half, abs=1e-6) and got["high"] == pytest.approx(0.025 + half, abs=1e-6)
+    assert paired_over_seeds([0.5]) == {"mean": 0.5, "low": None, "high": None, "n": 1}  # one seed: no interval
+
+
+def _points(strategy: str, by_seed: dict) -> list[dict]:
+    return [{"strategy": strategy, "seed": seed, "test": test, "agreement_fused": agr, "kl_fused": kl}
+            for seed, (test, agr, kl) in by_seed.items()]
+
+
+def test_longer_training_pairs_each_student_with_its_own_seed():
+    from mtkd.analysis.transfer import longer_training
+
+    short = {"points": _points("average", {"0": (0.80, 0.90, 0.20), "1": (0.81, 0.92, 0.18)})
+             + _points("average+transfer", {"0": (0.82, 0.93, 0.15)})
+             + _points("gone", {"0": (0.7, 0.8, 0.3)})}
+    long = {"points": _points("average", {"1": (0.83, 0.95, 0.14), "0": (0.80, 0.94, 0.16), "7": (0.9, 0.9, 0.1)})
+            + _points("average+transfer", {"0": (0.84, 0.95, 0.12)})}
+    rows = {r["strategy"]: r for r in longer_training(short, long)}
+    assert set(rows) == {"average", "average+transfer"}  # only strategies, and seeds, in both runs
+    avg = rows["average"]
+    assert avg["setting"] == "train only" and rows["average+transfer"]["setting"] == "transfer"
+    assert avg["agreement_fused"]["n"] == 2  # seed 7 has no partner
+    assert avg["agreement_fused"]["mean"] == pytest.approx(((0.94 - 0.90) + (0.95 - 0.92)) / 2)
+    assert avg["kl_fused"]["mean"] == pytest.approx(((0.16 - 0.20) + (0.14 - 0.18)) / 2)
+    assert avg["test"]["mean"] == pytest.approx((0.0 + 0.02) / 2)
+    assert avg["kl_fused"]["low"] == pytest.approx(-0.04) == avg["kl_fused"]["high"]  # equal differences: zero width
+    assert rows["average+transfer"]["test"]["low"] is None  # one pair: no interval
+
+
+def test_longer_reading_says_what_moved():
+    from mtkd.analysis.readings import longer_sentence
+
+    def row(name, agr, test):
+        iv = lambda m, lo, hi: {"mean": m, "low": lo, "high": hi, "n": 5}
+        return {"strategy": name, "agreement_fused": iv(*agr), "kl_fused": iv(-0.02, -0.03, -0.01), "test": iv(*test)}
+
+    up = [row("average", (0.02, 0.01, 0.03), (0.01, 0.002, 0.018)), row("single_a", (0.01, 0.001, 0.02), (0.0, -0.01, 0.01))]
+    text = longer_sentence("rt", up, "accuracy", (1, 2), "results/transfer/")
+    assert text.startswith("rt: 2 epochs instead of 1 (each student paired with its own seed's in `results/transfer/`; "
+                           "mean of long − short over 5 seeds")
+    assert "average: agreement +2.0 pp [+1.0, +3.0], KL −0.020 nats [−0.030, −0.010], test accuracy +1.0 pp [+0.2, +1.8]" in text
+    assert "raised every student's agreement" in text and "test accuracy rose detectably for 1 of 2" in text
+    flat = [row("average", (0.0, -0.01, 0.01), (0.0, -0.01, 0.01))]
+    assert "no student's agreement with its fused teacher moved detectably" in longer_sentence("rt", flat, "accuracy", (1, 2), "x/")
+    assert "no strategy's test accuracy rose detectably" in longer_sentence("rt", flat, "accuracy", (1, 2), "x/")
+    mixed = [*up, row("weighted", (-0.02, -0.03, -0.01), (0.0, -0.01, 0.01)), *flat]
+    assert "raised agreement with the fused teacher for 2 of 4 strategies and lowered it for 1" in longer_sentence(
+        "rt", mixed, "accuracy", (1, 2), "x/")
+    assert "nothing to pair" in longer_sentence("rt", [], "accuracy", (1, 2), "x/")

@@ -117,3 +117,41 @@ def test_a_kept_section_without_its_run_is_one_line(tmp_path, capsys):
     shutil.rmtree(kept)
     assert main(["--readme", str(readme), "--metrics", str(ROOT / "metrics")]) == 2
     assert "section 'fine' has no kept run" in capsys.readouterr().err
+
+
+def test_a_kept_run_against_another_pairs_their_students(tmp_path, capsys, monkeypatch):
+    import json
+    import shutil
+
+    import mtkd.findings as F
+
+    readme, short = _kept_readme(tmp_path, "short")
+    long = tmp_path / "results" / "long"
+    shutil.copytree(short, long)
+    text = readme.read_text()
+    readme.write_text(text + "<!-- findings:long:start -->\nold\n<!-- findings:long:end -->\n")
+    for run, epochs, agreement in ((short, 1, 0.90), (long, 2, 0.93)):
+        summary = json.loads((run / "summary.json").read_text())
+        summary["rt"]["transfer"] = {"points": _points("average", {"0": (0.8, agreement, 0.2)})}
+        (run / "summary.json").write_text(json.dumps(summary))
+        (run / "params.yaml").write_text(f"student:\n  num_train_epochs: {epochs}\n")
+    monkeypatch.setattr(F, "transfer_sentence", lambda task, s: f"TRANSFER {task}")
+    args = ["--readme", str(readme), "--metrics", str(ROOT / "metrics")]
+    assert main(args) == 0
+    assert "2 epochs instead of" not in readme.read_text()  # not paired until kept --against
+    (long / "against").write_text("short\n")
+    assert main(args) == 0
+    section = readme.read_text().split("<!-- findings:long:start -->")[1]
+    assert "- rt: 2 epochs instead of 1 (each student paired with its own seed's in `results/short/`" in section
+    assert "average: agreement +3.0 pp" in section
+    (long / "against").write_text("nowhere\n")
+    capsys.readouterr()
+    assert main(args) == 2 and "names 'nowhere', which has no kept run" in capsys.readouterr().err
+    assert main([*args, "--against", "short"]) == 2 and "--against goes with --keep" in capsys.readouterr().err
+    assert main([*args, "--keep", "long", "--against", "nowhere"]) == 2
+    assert "--against nowhere: no kept run results/nowhere/" in capsys.readouterr().err
+
+
+def _points(strategy: str, by_seed: dict) -> list[dict]:
+    return [{"strategy": strategy, "seed": seed, "test": test, "agreement_fused": agr, "kl_fused": kl}
+            for seed, (test, agr, kl) in by_seed.items()]

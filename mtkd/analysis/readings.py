@@ -258,3 +258,37 @@ def transfer_sentence(task: str, s: dict) -> str:
     how = ("no monotone relation between fidelity and test " + m if abs(rho) < MONOTONE
            else f"{'higher' if rho > 0 else 'lower'} fidelity went with higher test {m}")
     return text + f". Over {n} students (strategy × seed), {how} (ρ = {rho_text(rho)}, n = {n})."
+
+
+def _nats(v: float | None) -> str:
+    return "n/a" if v is None else f"{'+' if v >= 0 else '−'}{abs(v):.3f}"
+
+
+def longer_sentence(task: str, rows: list[dict], metric: str, epochs: tuple, other: str) -> str:
+    """What training longer moved (issue #17: is fidelity an optimisation problem here?), from
+    :func:`mtkd.analysis.transfer.longer_training`'s rows: per strategy, long − short, paired by seed."""
+    if not rows:
+        return f"{task}: no strategy of this run is in `{other}` with the same seeds: nothing to pair."
+    short, long = epochs
+    n = rows[0]["agreement_fused"]["n"]
+    parts = [f"{r['strategy']}: agreement {pp(r['agreement_fused']['mean'])} pp "
+             f"{pp_interval(r['agreement_fused']['low'], r['agreement_fused']['high'])}, KL "
+             f"{_nats(r['kl_fused']['mean'])} nats [{_nats(r['kl_fused']['low'])}, {_nats(r['kl_fused']['high'])}], "
+             f"test {metric} {pp(r['test']['mean'])} pp {pp_interval(r['test']['low'], r['test']['high'])}" for r in rows]
+    raised = [r for r in rows if r["agreement_fused"]["low"] is not None and r["agreement_fused"]["low"] > 0]
+    lowered = [r for r in rows if r["agreement_fused"]["high"] is not None and r["agreement_fused"]["high"] < 0]
+    better = [r for r in rows if r["test"]["low"] is not None and r["test"]["low"] > 0]
+    if len(raised) == len(rows):
+        reading = ("training longer raised every student's agreement with its fused teacher: here part of the "
+                   "student–teacher gap is optimisation, as Stanton et al. argue")
+    elif not raised and not lowered:
+        reading = ("no student's agreement with its fused teacher moved detectably: at this length, training longer "
+                   "does not close the fidelity gap")
+    else:
+        reading = (f"training longer raised agreement with the fused teacher for {len(raised)} of {len(rows)} "
+                   f"strategies and lowered it for {len(lowered)}")
+    reading += (f"; test {metric} rose detectably for {len(better)} of {len(rows)}" if better
+                else f"; no strategy's test {metric} rose detectably")
+    return (f"{task}: {long} epochs instead of {short} (each student paired with its own seed's in `{other}`; "
+            f"mean of long − short over {n} seeds, 95% t interval over seeds, the test examples fixed): "
+            + "; ".join(parts) + f". Reading: {reading}.")

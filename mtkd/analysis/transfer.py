@@ -92,3 +92,39 @@ def transfer_block(distill: dict, primary: str, teacher_test_logits: np.ndarray,
             "ensemble": {"test": ensemble_score(teacher_test_logits, test_labels, num_classes, primary)},
             "pairs": pairs,
             "spearman": spearman([p["agreement_fused"] for p in points], [p["test"] for p in points])}
+
+
+def paired_over_seeds(diffs: list[float], level: float = 0.95) -> dict:
+    """Mean of per-seed differences with its t interval (``n - 1`` degrees of freedom); no interval under 2 seeds."""
+    from scipy.stats import t as student_t
+
+    n = len(diffs)
+    mean = float(np.mean(diffs)) if n else None
+    if n < 2:
+        return {"mean": None if mean is None else rounded(mean), "low": None, "high": None, "n": n}
+    half = float(student_t.ppf(0.5 + level / 2, n - 1) * np.std(diffs, ddof=1) / np.sqrt(n))
+    return {"mean": rounded(mean), "low": rounded(mean - half), "high": rounded(mean + half), "n": n}
+
+
+def longer_training(short: dict, long: dict) -> list[dict]:
+    """What training longer moved, per strategy present in both runs' ``transfer`` blocks.
+
+    ``short``/``long``: the summary ``transfer`` blocks of two runs that differ in the students' epochs
+    only (same teachers, data, strategies and seeds). Each student is paired with its own seed's student of
+    the other run; per strategy, the mean over seeds of long − short in test agreement and KL with the fused
+    teacher and in the test primary metric, each with a t interval over those seeds (the test examples are
+    the same in both runs and are not resampled).
+    """
+    keyed = {(p["strategy"], p["seed"]): p for p in short["points"]}
+    rows: dict[str, dict[str, list[float]]] = {}
+    for p in long["points"]:
+        q = keyed.get((p["strategy"], p["seed"]))
+        if q is None:
+            continue
+        row = rows.setdefault(p["strategy"], {"agreement_fused": [], "kl_fused": [], "test": []})
+        for key in row:
+            row[key].append(p[key] - q[key])
+    from mtkd.fusion import transfer_base
+
+    return [{"strategy": s, "setting": TRAIN_ONLY if transfer_base(s) is None else TRANSFER,
+             **{key: paired_over_seeds(values) for key, values in d.items()}} for s, d in rows.items()]
