@@ -228,10 +228,10 @@ def alpha_at(alpha: float, schedule: str, progress: float) -> float:
 
 
 def fusion_context(teachers: TeacherLogits, labels: np.ndarray, validation_labels: np.ndarray) -> FusionContext:
-    # torch.tensor copies: a precomputed teacher's arrays may be read-only views of its file.
+    # torch.tensor copies: a precomputed teacher's arrays, and labels read from a file, may be read-only.
     temps = {name: fit_temperature(torch.tensor(teachers.splits["validation"][k]), torch.tensor(validation_labels))
              for k, name in enumerate(teachers.names)}
-    return FusionContext(teachers.names, teachers.validation_metric, torch.from_numpy(labels), temps)
+    return FusionContext(teachers.names, teachers.validation_metric, torch.tensor(labels), temps)
 
 
 def loss_settings(settings: dict) -> tuple[float, float, str]:

@@ -298,3 +298,20 @@ def test_label_likelihood_gate_routes_each_half_to_its_right_teacher():
         opt.step()
     w = gate.weights(h).detach()
     assert w[half_a, 0].mean() > 0.9 and w[~half_a, 1].mean() > 0.9
+
+
+def test_fusion_context_takes_read_only_arrays_without_a_warning():
+    import warnings
+
+    from mtkd.fusion import TeacherLogits, fusion_context
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 6, 3)).astype(np.float32)
+    labels, val_labels = np.array([0, 1, 2, 0, 1, 2]), np.array([2, 1, 0, 0, 1, 2])
+    for a in (logits, labels, val_labels):
+        a.setflags(write=False)  # as np.load of a memory map, or a precomputed teacher's file, gives them
+    teachers = TeacherLogits(["a", "b"], {"train": logits, "validation": logits}, {"a": 0.5, "b": 0.6})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch warns once per process on a non-writable array
+        ctx = fusion_context(teachers, labels, val_labels)
+    assert ctx.labels.tolist() == labels.tolist()
