@@ -145,3 +145,10 @@ def test_an_optional_key_the_params_file_leaves_out_is_not_a_stage_param():
     assert listed == ["seeds", "data.tasks", "distill.strategies"]
     raw["distill"]["fused_teachers"] = ["minilm_l6", "minilm_l3"]
     assert "distill.fused_teachers" in yaml.safe_load(render(validate_params(raw)))["stages"]["analyze"]["params"]
+    # The same for runtime (every training stage lists it) and a transfer student's block left to its defaults.
+    del raw["runtime"], raw["distill"]["transfer"]
+    raw["distill"]["strategies"] = ["none", "average", "average+transfer"]
+    stages = yaml.safe_load(render(validate_params(raw)))["stages"]
+    listed = [p for stage in stages.values() for p in stage.get("do", stage).get("params", [])]
+    assert "student" in listed and not {"runtime", "distill.transfer"} & {str(p) for p in listed}
+    assert stages["transfer"]["do"]["params"] == ["student"]
