@@ -130,7 +130,27 @@ def _quit_worker(signum: int) -> None:
     os._exit(128 + signum)  # not back to the pool's loop, which would print a traceback or take the next seed
 
 
-def _start_worker(threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM to this worker when the stage's process dies (Linux ``PR_SET_PDEATHSIG``).
+
+    A stage stopped by SIGTERM or SIGKILL (a scheduler, ``kill <pid>``) cannot stop its workers itself;
+    without this they would train on as orphans and write a checkpoint after the stage is gone. SIGTERM
+    unwinds a busy worker (:func:`_worker_signal`), removing what it was writing.
+    """
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the stage died before the request took effect
+        _quit_worker(signal.SIGTERM)
+
+
+def _start_worker(threads: int, parent: int) -> None:
     import signal
 
     import torch
@@ -142,6 +162,7 @@ def _start_worker(threads: int) -> None:
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _worker_signal)
     signal.signal(signal.SIGTERM, _worker_signal)  # what the pool sends the others when one worker dies
+    _die_with_parent(parent)
     use_thread_lock()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -181,7 +202,7 @@ def run_seeds(runs: list[SeedRun], workers: int, threads: int) -> list[SeedResul
     from mtkd.errors import MtkdError
 
     pool = ProcessPoolExecutor(max_workers=min(workers, len(runs)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(threads,))
+                               initializer=_start_worker, initargs=(threads, os.getpid()))
     started = []
     try:
         results = pool.map(_train_seed_in_worker, runs)  # submits every run: the workers exist from here

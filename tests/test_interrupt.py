@@ -234,6 +234,27 @@ def test_a_seed_worker_killed_stops_the_stage_in_one_line(repo):
     assert_clean(r)
 
 
+def test_seed_workers_stop_when_the_stage_is_killed(repo):
+    """SIGKILL to the stage's process alone (a scheduler's kill, not the terminal's group): its seed
+    workers get SIGTERM from the kernel (PR_SET_PDEATHSIG), unwind, and leave the output as it was."""
+    r = repo["repo"]
+    names = ["models/students/none", "predictions/none.npz", "metrics/distill/none.json"]
+    before = snapshot(r, names)
+    proc, _ = start_paused(repo, "python -m stages.distill --strategy none", "models/students/none/rt")
+    workers = _seed_workers(proc.pid)
+    assert len(workers) == 2, workers
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    deadline = time.monotonic() + 60
+    while [w for w in workers if Path(f"/proc/{w}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()], "seed workers outlived their killed stage"
+    rt = r / "models/students/none/rt"
+    assert not temporaries(rt) and not rt.with_name(".rt.old").exists()  # the paused writer unwound its swap
+    assert snapshot(r, names) == before
+    assert_clean(r)
+
+
 def test_same_params_give_byte_identical_metrics_and_another_seed_does_not(repo):
     r = repo["repo"]
     base = repo["baseline"]
