@@ -258,7 +258,7 @@ class Distiller:
         self.targets = self._fixed_targets("train", self.T) if teachers is not None and strategy.fixed else None
 
     def _fixed_targets(self, split: str, T: float) -> torch.Tensor:
-        z = torch.tensor(self.teachers.splits[split]).double()  # copies: the arrays may be read-only
+        z = torch.tensor(self.teachers.splits[split], dtype=torch.float64)  # one copy: the arrays may be read-only
         ctx = FusionContext(self.ctx.teacher_names, self.ctx.validation_metric, torch.tensor(self.labels[split]),
                             self.ctx.temperatures)
         return self.strategy.fuse(z, T, ctx).float()

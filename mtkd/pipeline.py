@@ -207,8 +207,12 @@ def _is_set(params: Params, key: str) -> bool:
 def _optional_params(lines: list[str], params: Params) -> list[str]:
     """The template without the ``- <key>`` lines of :data:`OPTIONAL_PARAMS` that ``params`` leaves unset."""
     unset = {key for key in OPTIONAL_PARAMS if not _is_set(params, key)}
-    return [line for line in lines if line.split("#")[0].strip().removeprefix("- ").strip() not in unset
-            or not line.lstrip().startswith("- ")]
+
+    def listed(line: str) -> str | None:
+        item = line.split("#")[0].strip()
+        return item[2:].strip() if item.startswith("- ") else None
+
+    return [line for line in lines if listed(line) not in unset]
 
 
 def render(params: Params, template: Path = TEMPLATE) -> str:

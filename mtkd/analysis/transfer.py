@@ -94,16 +94,13 @@ def transfer_block(distill: dict, primary: str, teacher_test_logits: np.ndarray,
             "spearman": spearman([p["agreement_fused"] for p in points], [p["test"] for p in points])}
 
 
-def paired_over_seeds(diffs: list[float], level: float = 0.95) -> dict:
-    """Mean of per-seed differences with its t interval (``n - 1`` degrees of freedom); no interval under 2 seeds."""
-    from scipy.stats import t as student_t
+def paired_over_seeds(diffs: list[float]) -> dict:
+    """Mean of per-seed differences with the seed summaries' t interval (:func:`mtkd.metrics.summarize`,
+    uncut: a difference has no range); no interval under 2 seeds."""
+    from mtkd.metrics import summarize
 
-    n = len(diffs)
-    mean = float(np.mean(diffs)) if n else None
-    if n < 2:
-        return {"mean": None if mean is None else rounded(mean), "low": None, "high": None, "n": n}
-    half = float(student_t.ppf(0.5 + level / 2, n - 1) * np.std(diffs, ddof=1) / np.sqrt(n))
-    return {"mean": rounded(mean), "low": rounded(mean - half), "high": rounded(mean + half), "n": n}
+    s = summarize(diffs)
+    return {"mean": s["mean"], "low": s["ci95_low"], "high": s["ci95_high"], "n": len(diffs)}
 
 
 def longer_training(short: dict, long: dict) -> list[dict]:
