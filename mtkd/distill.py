@@ -42,10 +42,17 @@ class SeedResult:
     scores: dict
     predictions: dict[str, np.ndarray]
     curves: list[dict]
+    threads: int = 1  # torch's intra-op threads this student trained with (its last bits depend on it)
+    seconds: float = 0.0
 
 
 def train_seed(run: SeedRun) -> SeedResult:
     """One student: built and seeded, distilled under its strategy, scored on validation and test."""
+    import time
+
+    import torch
+
+    started = time.perf_counter()
     cfg, runtime, task, seed = run.student, run.runtime, run.task, run.seed
     C, primary = task["num_classes"], task["primary_metric"]
     strategy = get_strategy(run.strategy, run.teacher_names)
@@ -85,7 +92,9 @@ def train_seed(run: SeedRun) -> SeedResult:
     predictions[f"validation/seed{seed}"] = predict(model, enc["validation"], pad_id, cfg.per_device_eval_batch_size,
                                                     runtime.bf16)
     scores.update(distiller.seed_record())
-    log.info("%s %s seed %d: test %s %.4f", strategy.name, task["task"], seed, primary, scores["test"][primary])
+    seconds = time.perf_counter() - started
+    log.info("%s %s seed %d: test %s %.4f (%.0f s, %d threads)", strategy.name, task["task"], seed, primary,
+             scores["test"][primary], seconds, torch.get_num_threads())
     if vocab is not None:
         vocab.restore(result.weight_decay_factor)  # the full matrix again: an ordinary checkpoint
     if run.save_dir is not None and get_engine().is_main:
@@ -97,7 +106,7 @@ def train_seed(run: SeedRun) -> SeedResult:
         with atomic_path(run.save_dir, is_dir=True) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-    return SeedResult(seed, scores, predictions, curves)
+    return SeedResult(seed, scores, predictions, curves, torch.get_num_threads(), round(seconds, 1))
 
 
 _WORKER_BUSY = False  # whether this worker process is inside a student run
@@ -171,9 +180,12 @@ def _start_worker(threads: int, parent: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
-def _train_seed_in_worker(run: SeedRun) -> SeedResult:
+def _train_seed_in_worker(run: SeedRun, threads: int) -> SeedResult:
     global _WORKER_BUSY
+    import torch
+
     _WORKER_BUSY = True
+    torch.set_num_threads(threads)
     try:
         return train_seed(run)
     except _Stopped as stop:
@@ -182,12 +194,26 @@ def _train_seed_in_worker(run: SeedRun) -> SeedResult:
         _WORKER_BUSY = False
 
 
+def seed_threads(runs: int, workers: int, threads: int) -> list[int]:
+    """Threads per run when ``workers`` processes of ``threads`` threads take ``runs`` runs.
+
+    Full rounds of ``workers`` runs train side by side at ``threads`` each; the runs left over
+    (5 seeds on 2 workers: the fifth) would leave processes idle, so they train after every
+    full round, sharing all ``workers × threads`` threads: a fixed plan, so a run's thread count,
+    and therefore its last bits, depend on the params alone, never on timing.
+    """
+    rest = runs % workers
+    full = runs - rest
+    return [threads] * full + ([threads * workers // rest] * rest if rest else [])
+
+
 def run_seeds(runs: list[SeedRun], workers: int, threads: int) -> list[SeedResult]:
-    """The runs one after another, or ``workers`` at a time in spawned processes of ``threads`` threads each.
+    """The runs one after another, or ``workers`` at a time in spawned processes (threads: :func:`seed_threads`).
 
     A seed's student depends only on its own run (its seed fixes initialisation, batch order
-    and dropout), so the results are the same whichever process trains it and in which order;
-    they differ from a run with another thread count in their last bits, as any CPU run does.
+    and dropout) and its thread count, so the results are the same whichever process trains it
+    and in which order; they differ from a run with another thread count in their last bits, as
+    any CPU run does.
     Ctrl-C stops every worker quietly, after each has removed what it was writing, and reaches
     the caller as ``KeyboardInterrupt``; a worker that dies otherwise is one :class:`MtkdError` line.
     """
@@ -205,9 +231,13 @@ def run_seeds(runs: list[SeedRun], workers: int, threads: int) -> list[SeedResul
                                initializer=_start_worker, initargs=(threads, os.getpid()))
     started = []
     try:
-        results = pool.map(_train_seed_in_worker, runs)  # submits every run: the workers exist from here
+        plan = seed_threads(len(runs), min(workers, len(runs)), threads)
+        full = len(runs) - len(runs) % min(workers, len(runs))
+        results = pool.map(_train_seed_in_worker, runs[:full], plan[:full])  # the workers exist from here
         started = list((getattr(pool, "_processes", None) or {}).values())
-        return list(results)
+        results = list(results)
+        # Only once every full round is done: the leftover runs then have every thread to themselves.
+        return results + list(pool.map(_train_seed_in_worker, runs[full:], plan[full:]))
     except BrokenProcessPool:
         for proc in started:
             proc.join(timeout=30)
