@@ -86,10 +86,12 @@ class Setup:
         model, _ = build_classifier(self.student_cfg, NUM_CLASSES, seed)
         return model
 
-    def build_teacher(self, seed: int = 42):
+    def build_teacher(self, seed: int = 42, checkpoint: str | None = None):
+        """The default teacher's architecture; from ``checkpoint`` (a fine-tuned teacher directory) when given."""
         from mtkd.models import build_classifier
 
-        model, _ = build_classifier(self.teacher_cfg, NUM_CLASSES, seed)
+        cfg = self.teacher_cfg if checkpoint is None else self.teacher_cfg.model_copy(update={"model_name_or_path": checkpoint})
+        model, _ = build_classifier(cfg, NUM_CLASSES, seed)
         return model
 
 

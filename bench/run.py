@@ -47,6 +47,10 @@ def parse(argv=None):
                     help="queue section: `dvc queue start -j J` with MTKD_NUM_THREADS=T, each (default 1x2,2x1,2x2)")
     ap.add_argument("--queue-examples", type=int, default=None, metavar="N",
                     help="queue section: data.max_examples of the queued configuration (default 8000; quick 400, tiny profile)")
+    ap.add_argument("--teacher", default=None, metavar="DIR",
+                    help="a fine-tuned teacher checkpoint for the extraction section (e.g. models/teachers/minilm_l6-rt after "
+                         "`dvc repro`), so logit and argmax agreement are measured on a trained head; default: the MiniLM-L6 "
+                         "asset with a fresh head")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per run (default 60, quick 20)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps per run (default 5, quick 3)")
     opts = ap.parse_args(argv)

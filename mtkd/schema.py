@@ -40,3 +40,8 @@ class TrainArgs(Strict):
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     max_train_samples: int | None = Field(None, ge=1)
     evaluations_per_epoch: int = Field(1, ge=1, le=100)
+    # HF's EarlyStoppingCallback: stop after this many evaluations in a row that do not beat the
+    # best validation score by more than the threshold (num_train_epochs is then the most, and
+    # the learning-rate schedule still spans it); null: train every epoch.
+    early_stopping_patience: int | None = Field(None, ge=1)
+    early_stopping_threshold: float = Field(0.0, ge=0, lt=1)

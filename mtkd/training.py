@@ -134,6 +134,7 @@ class TrainResult:
     # What AdamW's decoupled weight decay alone did to a weight that never got a gradient, up
     # to the kept checkpoint: Π_t (1 − lr_t · weight_decay) (CompactVocabulary.restore uses it).
     weight_decay_factor: float = 1.0
+    stopped_early: bool = False  # early_stopping_patience ended training before num_train_epochs
 
 
 def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_id: int, num_classes: int,
@@ -188,7 +189,11 @@ def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_i
     tick = timer or (lambda phase, idx: None)
     best_state, best_score, result = None, -np.inf, TrainResult(0, {})
     step, decay_factor = 0, 1.0
+    patience, threshold = getattr(args, "early_stopping_patience", None), getattr(args, "early_stopping_threshold", 0.0)
+    stale = 0  # evaluations in a row that did not beat the best by more than the threshold
     for epoch in range(1, args.num_train_epochs + 1):
+        if result.stopped_early:
+            break
         wrapped.train()
         for module in extra_modules:
             module.train()
@@ -230,9 +235,15 @@ def train(model, train_enc: Encoded, val_enc: Encoded, args, *, seed: int, pad_i
                 on_epoch(row)
             log.info("%s epoch %.2f: train_loss %.4f, validation %s %.4f", desc, row["epoch"], row["train_loss"],
                      primary_metric, val[primary_metric])
+            stale = 0 if val[primary_metric] > best_score + threshold else stale + 1
             if val[primary_metric] > best_score:
                 best_score, best_state = val[primary_metric], copy.deepcopy(model.state_dict())
                 result.best_epoch, result.validation = row["epoch"], val
                 result.weight_decay_factor = decay_factor
+            if patience and stale >= patience and step < total:
+                log.info("%s: early stop at epoch %.2f (%d evaluations without a gain over %.4f)", desc, row["epoch"],
+                         stale, threshold)
+                result.stopped_early = True
+                break
     model.load_state_dict(best_state)
     return result

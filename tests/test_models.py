@@ -127,3 +127,48 @@ def test_compact_vocabulary_trains_like_the_full_matrix_and_exports_a_full_check
     # Rows no text uses: weight decay alone, as full-vocabulary AdamW did to them.
     torch.testing.assert_close(emb[unused[:500]], full_emb[unused[:500]], rtol=1e-6, atol=1e-7)
     assert not torch.equal(emb[unused[:500]], init["distilbert.embeddings.word_embeddings.weight"][unused[:500]])
+
+
+def _scripted_validation(monkeypatch, scores):
+    """train()'s validation scores, one per evaluation, in order (the model itself still trains)."""
+    import mtkd.training as training
+
+    queue = list(scores)
+    monkeypatch.setattr(training, "classification_metrics", lambda logits, labels, c: {"accuracy": queue.pop(0)})
+    return queue
+
+
+def _train_tiny(cfg, **update):
+    from mtkd.training import encode, train
+
+    frame = pd.DataFrame({"id": [f"i{i}" for i in range(8)], "text_a": ["good fun", "dull", "great", "bad"] * 2,
+                          "text_b": None, "label": [1, 0, 1, 0] * 2})
+    _, model, tok = _tiny_student()
+    enc = encode(tok, frame, 16)
+    return train(model, enc, enc, cfg.model_copy(update=update), seed=0, pad_id=tok.pad_token_id, num_classes=2,
+                 primary_metric="accuracy", bf16=False, bucketing=True)
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_a_gain_over_the_threshold(monkeypatch):
+    cfg, _, _ = _tiny_student()
+    # threshold 0.01, patience 2: 0.5 and 0.6 are gains; 0.6 and 0.605 are not (not above 0.61),
+    # so training stops after the 4th evaluation, keeping 0.605's weights (the best score so far).
+    left = _scripted_validation(monkeypatch, [0.5, 0.6, 0.6, 0.605, 0.9, 0.9])
+    result = _train_tiny(cfg, num_train_epochs=6, early_stopping_patience=2, early_stopping_threshold=0.01)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
+    assert result.stopped_early and result.best_epoch == 4 and result.validation == {"accuracy": 0.605}
+    assert left == [0.9, 0.9]
+
+
+def test_without_patience_every_epoch_trains(monkeypatch):
+    cfg, _, _ = _tiny_student()
+    _scripted_validation(monkeypatch, [0.5, 0.5, 0.5, 0.5])
+    result = _train_tiny(cfg, num_train_epochs=4)
+    assert len(result.history) == 4 and not result.stopped_early and result.best_epoch == 1
+
+
+def test_the_last_evaluation_is_never_an_early_stop(monkeypatch):
+    cfg, _, _ = _tiny_student()
+    _scripted_validation(monkeypatch, [0.5, 0.4])
+    result = _train_tiny(cfg, num_train_epochs=2, early_stopping_patience=1)
+    assert len(result.history) == 2 and not result.stopped_early

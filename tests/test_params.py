@@ -57,6 +57,8 @@ BAD = [
     ("student.learning_rate", "fast", "student.learning_rate:"),
     ("student.model_name_or_path", DELETE, "student: give exactly one of model_name_or_path or random_init"),
     ("runtime.num_threads", 0, "runtime.num_threads:"),
+    ("student.early_stopping_patience", 0, "student.early_stopping_patience:"),
+    ("student.early_stopping_threshold", -0.01, "student.early_stopping_threshold:"),
     ("distill.fused_teachers", ["minilm_l6", "bert"], "distill.fused_teachers: unknown teacher 'bert' (teachers: minilm_l6,"),
     ("distill.fused_teachers", ["minilm_l6"], "distill.fused_teachers: needs two or more distinct teachers"),
     ("distill.fused_teachers", ["tfidf_lr", "tfidf_lr"], "distill.fused_teachers: needs two or more distinct teachers"),
