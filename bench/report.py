@@ -52,8 +52,9 @@ def targets(r: dict) -> list[dict]:
     st = s.get("student")
     if st:
         # What the stages run: the compact vocabulary (runtime.compact_vocabulary, on by default) when measured.
-        ours = st["ours"].get(COMPACT_ROW) or st["ours"]["ours: bucketing + bf16 autocast"]
-        which = "compact vocabulary, as the stages train" if COMPACT_ROW in st["ours"] else "full vocabulary"
+        compact = COMPACT_ROW in st["ours"]
+        ours = st["ours"][COMPACT_ROW if compact else "ours: bucketing + bf16 autocast"]
+        which = "compact vocabulary, as the stages train" if compact else "full vocabulary"
         out.append(_ratio_target(f"student distillation throughput vs reference ({which})", ours,
                                  st["reference"]["examples_per_s"], STUDENT_RATIO, cpu))
         mfu = ours.get("mfu_vs_bf16")

@@ -211,21 +211,20 @@ def extraction(setup, opts, peaks) -> dict:
     padded = 64.0 * len(lengths)
     ref_hw = 2 * sh["N_layers"] * padded + 4 * sh["L"] * 64.0 * padded * sh["H"] + 2 * sh["params_head"] * len(lengths)
     # Proposals for the missed target: a wider batch, and the weights cast to bf16 once instead of per batch by autocast.
-    proposals, proposal_logits = {}, {}
+    proposals = {}  # name -> (seconds, logits)
     if dev == "cpu":
         def timed_predict(m, batch_size, autocast):  # warm, then time one pass over the split
             predict(m, warm, setup.pad_id, batch_size, autocast)
             t0 = time.perf_counter()
             return predict(m, enc, setup.pad_id, batch_size, autocast), time.perf_counter() - t0
-        logits256, t = guarded("extraction proposal batch 256", lambda: timed_predict(model, 256, True))
-        proposals["proposal: batch 256"], proposal_logits["proposal: batch 256"] = t, logits256
+        logits, t = guarded("extraction proposal batch 256", lambda: timed_predict(model, 256, True))
+        proposals["proposal: batch 256"] = t, logits
         import copy
 
         m16 = copy.deepcopy(model).to(torch.bfloat16)
 
-        cast_logits, t = guarded("extraction proposal bf16 weights", lambda: timed_predict(m16, 128, False))
-        proposals["proposal: model.to(bfloat16), no autocast"] = t
-        proposal_logits["proposal: model.to(bfloat16), no autocast"] = cast_logits
+        logits, t = guarded("extraction proposal bf16 weights", lambda: timed_predict(m16, 128, False))
+        proposals["proposal: model.to(bfloat16), no autocast"] = t, logits
         del m16
         # int8 linear layers (VNNI on AVX-512 CPUs): weights quantised once, activations per batch.
         import warnings
@@ -233,9 +232,8 @@ def extraction(setup, opts, peaks) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao's notice that eager quantisation moves to torchao
             q8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
-            q8_logits, t = guarded("extraction proposal int8", lambda: timed_predict(q8, 128, False))
-        name = "proposal: int8 linear layers (torch quantize_dynamic), no autocast"
-        proposals[name], proposal_logits[name] = t, q8_logits
+            logits, t = guarded("extraction proposal int8", lambda: timed_predict(q8, 128, False))
+        proposals["proposal: int8 linear layers (torch quantize_dynamic), no autocast"] = t, logits
         del q8
     diff = np.abs(ours_logits - ref_logits)
     out = {
@@ -252,12 +250,11 @@ def extraction(setup, opts, peaks) -> dict:
                       "argmax_agreement": round(float((ours_logits.argmax(1) == ref_logits.argmax(1)).mean()), 5)},
     }
     out["ours"]["ratio_vs_reference"] = round(out["ours"]["examples_per_s"] / out["reference"]["examples_per_s"], 3)
-    for name, t in proposals.items():
+    for name, (t, logits) in proposals.items():
         out[name] = {"seconds": round(t, 3), "examples_per_s": round(len(enc) / t, 1),
-                     "ratio_vs_reference": round(t_ref / t, 3), "mfu_vs_bf16": round(flops / t / peaks["bf16"], 4)}
-        d = np.abs(proposal_logits[name] - ref_logits)
-        out[name]["max_abs_logit_diff_vs_reference"] = round(float(d.max()), 5)
-        out[name]["argmax_agreement_vs_reference"] = round(float((proposal_logits[name].argmax(1) == ref_logits.argmax(1)).mean()), 5)
+                     "ratio_vs_reference": round(t_ref / t, 3), "mfu_vs_bf16": round(flops / t / peaks["bf16"], 4),
+                     "max_abs_logit_diff_vs_reference": round(float(np.abs(logits - ref_logits).max()), 5),
+                     "argmax_agreement_vs_reference": round(float((logits.argmax(1) == ref_logits.argmax(1)).mean()), 5)}
     print(f"  extraction ours {out['ours']['examples_per_s']} ex/s, reference {out['reference']['examples_per_s']} ex/s",
           flush=True)
     return out

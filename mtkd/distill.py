@@ -92,9 +92,9 @@ def train_seed(run: SeedRun) -> SeedResult:
     predictions[f"validation/seed{seed}"] = predict(model, enc["validation"], pad_id, cfg.per_device_eval_batch_size,
                                                     runtime.bf16)
     scores.update(distiller.seed_record())
-    seconds = time.perf_counter() - started
+    seconds, threads = time.perf_counter() - started, torch.get_num_threads()
     log.info("%s %s seed %d: test %s %.4f (%.0f s, %d threads)", strategy.name, task["task"], seed, primary,
-             scores["test"][primary], seconds, torch.get_num_threads())
+             scores["test"][primary], seconds, threads)
     if vocab is not None:
         vocab.restore(result.weight_decay_factor)  # the full matrix again: an ordinary checkpoint
     if run.save_dir is not None and get_engine().is_main:
@@ -106,7 +106,7 @@ def train_seed(run: SeedRun) -> SeedResult:
         with atomic_path(run.save_dir, is_dir=True) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-    return SeedResult(seed, scores, predictions, curves, torch.get_num_threads(), round(seconds, 1))
+    return SeedResult(seed, scores, predictions, curves, threads, round(seconds, 1))
 
 
 _WORKER_BUSY = False  # whether this worker process is inside a student run
@@ -159,7 +159,7 @@ def _die_with_parent(parent: int) -> None:
         _quit_worker(signal.SIGTERM)
 
 
-def _start_worker(threads: int, parent: int) -> None:
+def _start_worker(parent: int) -> None:
     import signal
 
     import torch
@@ -172,8 +172,7 @@ def _start_worker(threads: int, parent: int) -> None:
         signal.signal(signal.SIGINT, _worker_signal)
     signal.signal(signal.SIGTERM, _worker_signal)  # what the pool sends the others when one worker dies
     _die_with_parent(parent)
-    use_thread_lock()
-    torch.set_num_threads(threads)
+    use_thread_lock()  # the thread count is each run's (seed_threads), set as the run starts
     torch.use_deterministic_algorithms(True, warn_only=True)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # as in the stage's own process (mtkd.cli)
@@ -227,12 +226,13 @@ def run_seeds(runs: list[SeedRun], workers: int, threads: int) -> list[SeedResul
 
     from mtkd.errors import MtkdError
 
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(runs)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(threads, os.getpid()))
+    workers = min(workers, len(runs))
+    plan = seed_threads(len(runs), workers, threads)
+    full = len(runs) - len(runs) % workers  # the runs of full rounds; the rest follow them
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(os.getpid(),))
     started = []
     try:
-        plan = seed_threads(len(runs), min(workers, len(runs)), threads)
-        full = len(runs) - len(runs) % min(workers, len(runs))
         results = pool.map(_train_seed_in_worker, runs[:full], plan[:full])  # the workers exist from here
         started = list((getattr(pool, "_processes", None) or {}).values())
         results = list(results)

@@ -59,8 +59,7 @@ def test_seed_workers_train_the_same_students_as_one_process(task, strategy):
         assert m1 == m2 and c1 == c2
         assert sorted(p1) == sorted(p2) and all(np.array_equal(p1[k], p2[k]) for k in p1)
     assert sorted(workers_run[0]["seeds"]) == ["0", "1", "2"]
-    assert {k: v for k, v in workers_run[1].items() if "seed" not in k}.keys() == \
-        {k: v for k, v in out[1, 1][1].items() if "seed" not in k}.keys()
+    assert {k for k in workers_run[1] if "seed" not in k} == {k for k in out[1, 1][1] if "seed" not in k}
 
 
 @pytest.mark.parametrize(("runs", "workers", "threads", "plan"), [
