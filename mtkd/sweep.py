@@ -10,6 +10,10 @@ this writes ``reports/sweep.html`` (a heatmap per strategy and task, best cell m
 and ``metrics/sweep.json`` (best cell and best T per strategy). Cells are scored on the
 **validation** primary metric — the sweep is model selection, so test never decides —
 and the test value of the chosen cell is reported beside it.
+
+A sweep run outside DVC's queue (e.g. on a machine without DVC: ``bench/gpu.py``) reads the
+same way from its workspaces, each a directory holding the ``params.yaml`` it ran with and its
+``metrics/distill/*.json``: ``python -m mtkd.sweep --runs T3/ T6/ T9/``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -66,6 +71,19 @@ def collect(exp_show: list) -> list[Run]:
     runs: list[Run] = []
     _records(exp_show, runs)
     return runs
+
+
+def workspace_run(path: Path) -> Run:
+    """One sweep cell run outside DVC's queue: ``path/params.yaml`` and ``path/metrics/distill/*.json``."""
+    import yaml
+
+    params_file = path / "params.yaml"
+    if not params_file.is_file():
+        raise MtkdError(f"--runs {path}: no params.yaml there")
+    metrics = {f"{DISTILL}{f.name}": json.loads(f.read_text()) for f in sorted((path / DISTILL).glob("*.json"))}
+    if not metrics:
+        raise MtkdError(f"--runs {path}: no {DISTILL}*.json there (did its distill stages run?)")
+    return Run(path.name, yaml.safe_load(params_file.read_text()) or {}, metrics)
 
 
 def temperature(params: dict, strategy: str) -> float | None:
@@ -146,16 +164,37 @@ def chosen_temperatures(summary: dict) -> dict[str, float]:
     return {s: max(per_T, key=lambda t: (float(np.mean(per_T[t])), -t)) for s, per_T in sorted(by.items())}
 
 
+def set_distill_T(text: str, T_map: dict[str, float]) -> str:
+    """``text`` (a params.yaml) with ``distill.T`` replaced by ``T_map``, every other line as it was.
+
+    A line edit, not a YAML round trip: round trips re-wrap flow lists and drop ``null``s."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if re.match(r"distill:\s*(#.*)?$", line)), None)
+    if start is None:
+        raise MtkdError("--write-params: the params file has no top-level `distill:` block")
+    end = next((i for i in range(start + 1, len(lines)) if re.match(r"\S", lines[i]) and not lines[i].startswith("#")),
+               len(lines))
+    child = next((re.match(r"( +)\S", line).group(1) for line in lines[start + 1:end] if re.match(r" +[^\s#]", line)), "  ")
+    T_line = next((i for i in range(start + 1, end) if re.match(rf"{child}T:", lines[i])), None)
+    comment = ""
+    if T_line is None:
+        T_line = stop = start + 1
+    else:
+        m = re.search(r"\s(#.*)$", lines[T_line].rstrip("\n"))
+        comment = f"  {m.group(1)}" if m else ""
+        stop = T_line + 1  # the old value's own lines (a block map) are indented deeper
+        while stop < end and (not lines[stop].strip() or len(lines[stop]) - len(lines[stop].lstrip(" ")) > len(child)):
+            stop += 1
+    block = [f"{child}T:{comment}\n"] + [f"{child}  {s}: {float(T)!r}\n" for s, T in T_map.items()]
+    return "".join(lines[:T_line] + block + lines[stop:])
+
+
 def write_temperatures(chosen: dict[str, float], params_file: Path) -> dict[str, float]:
     """Set ``distill.T`` in ``params_file`` to the map strategy → chosen T (comments kept).
 
     Every distilling strategy of ``distill.strategies`` gets an entry: the sweep's choice, or its
     current temperature when the sweep did not cover it. The result is validated before writing.
     """
-    import io
-
-    from ruamel.yaml import YAML
-
     from mtkd.fusion import get_strategy
     from mtkd.io import write_text
     from mtkd.params import load_params, validate_params
@@ -165,16 +204,11 @@ def write_temperatures(chosen: dict[str, float], params_file: Path) -> dict[str,
              if get_strategy(s).uses_teachers}
     if unknown := sorted(set(chosen) - set(T_map)):
         print(f"note: swept strategies not in distill.strategies, left out: {', '.join(unknown)}", file=sys.stderr)
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    doc = yaml.load(params_file.read_text())
-    doc["distill"]["T"] = T_map
-    buf = io.StringIO()
-    yaml.dump(doc, buf)
-    import yaml as pyyaml
+    text = set_distill_T(params_file.read_text(), T_map)
+    import yaml
 
-    validate_params(pyyaml.safe_load(buf.getvalue()), str(params_file))
-    write_text(params_file, buf.getvalue())
+    validate_params(yaml.safe_load(text), str(params_file))
+    write_text(params_file, text)
     return T_map
 
 
@@ -215,14 +249,19 @@ def report(runs: list[Run], summary: dict, primary: dict[str, str]) -> Page:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="T × α sweep report from dvc exp show --json")
-    ap.add_argument("--input", help="a saved `dvc exp show --json` file (default: run it)")
+    source = ap.add_mutually_exclusive_group()
+    source.add_argument("--input", help="a saved `dvc exp show --json` file (default: run it)")
+    source.add_argument("--runs", nargs="+", type=Path, metavar="DIR",
+                        help="instead: workspaces of a sweep run without DVC, each with params.yaml and metrics/distill/")
     ap.add_argument("--html", default="reports/sweep.html")
     ap.add_argument("--json", default="metrics/sweep.json")
     ap.add_argument("--write-params", metavar="PARAMS", type=Path,
                     help="also set distill.T in PARAMS (params.yaml) to each strategy's best T on validation")
     args = ap.parse_args(argv)
     try:
-        if args.input:
+        if args.runs:
+            exp_show = None
+        elif args.input:
             exp_show = json.loads(Path(args.input).read_text())
         else:
             proc = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
@@ -232,7 +271,7 @@ def main(argv=None) -> int:
         from mtkd.data import TASKS, load_meta
         from mtkd.io import write_json
 
-        runs = collect(exp_show)
+        runs = [workspace_run(d) for d in args.runs] if args.runs else collect(exp_show)
         # a custom task (data.custom) records its primary metric in its prepared meta
         primary = {t: TASKS[t].primary_metric if t in TASKS else load_meta(Path("data/prepared"), t)["primary_metric"]
                    for t in swept_tasks(runs)}

@@ -439,3 +439,27 @@ def test_results_table_writes_sub_epoch_best_epochs_as_they_are():
     csv = results_table(rows).to_csv(index=False, lineterminator="\n").splitlines()
     assert csv[0] == "method,kind,task,seed,best_epoch,test_accuracy"
     assert csv[1:] == ["t,teacher,rt,,,0.9", "a,multi,rt,0.0,1,0.8", "a,multi,rt,1.0,0.75,0.7"]
+
+
+def test_design_limits_say_what_the_params_leave_untuned():
+    import yaml
+
+    from mtkd.analysis.run import design_limits
+    from mtkd.params import validate_params
+    from tests.helpers import ROOT
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def limits(**student_and_T):
+        p = json.loads(json.dumps(raw))
+        p["distill"]["T"] = student_and_T.pop("T")
+        p["student"].update(student_and_T)
+        return " ".join(design_limits(validate_params(p, "p.yaml"), 2))
+
+    fixed = limits(T=6.0, num_train_epochs=1, early_stopping_patience=None)
+    assert "at T = 6 and α = 0.7 for every strategy, not tuned per strategy" in fixed
+    assert "train for 1 epoch(s) whatever their validation curve does" in fixed
+    mapped = limits(T={s: 3.0 for s in raw["distill"]["strategies"] if s != "none"}, num_train_epochs=4,
+                    early_stopping_patience=2)
+    assert "T is set per strategy (distill.T's map, chosen on validation" in mapped and "α = 0.7 serves every" in mapped
+    assert "epoch(s)" not in mapped  # early stopping: whether curves flattened is convergence_limits' to say

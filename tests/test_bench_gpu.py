@@ -6,7 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from bench.gpu import compare, run_plan, stage_plan
+import pytest
+
+from bench.gpu import compare, distill_only, dvc_dir_hash, run_plan, stage_plan, sweep_plan
 from tests.helpers import ROOT
 
 
@@ -77,3 +79,97 @@ def test_compare_puts_each_gpu_mean_against_the_cpu_seed_interval(tmp_path):
     assert "| average | 0.8100 [0.8050, 0.8150] | 0.8000 [0.7900, 0.8100] | -1.00 | **no** |" in text
     assert "1 of 2 students' GPU means lie within the CPU run's seed interval." in text
     assert "- GPU: best multi (average) vs best single (single_t1): -0.8 pp [-1.6, +0.1], no detectable difference." in text
+
+
+def test_distill_only_plans_the_students_on_carried_teachers():
+    plan = {s["name"]: s for s in distill_only(stage_plan(ROOT))}
+    assert {n.split("@")[0] for n in plan} == {"configure", "distill", "analyze"}
+    for name, s in plan.items():
+        assert set(s["after"]) <= set(plan), name  # nothing waits on a stage that will not run there
+    assert set(plan["distill@average"]["after"]) == {"configure"}
+    assert {n for n in plan if n.startswith("distill@")} <= set(plan["analyze"]["after"])
+
+
+def test_dvc_dir_hash_is_what_dvc_records(tmp_path):
+    import subprocess
+
+    import yaml
+
+    repo = tmp_path / "repo"
+    out = repo / "ckpt"
+    (out / "sub").mkdir(parents=True)
+    (out / "model.safetensors").write_bytes(bytes(range(256)) * 7)
+    (out / "config.json").write_text('{"a": 1}')
+    (out / "sub" / "z.txt").write_text("z")
+    (out / "b.txt").write_text("")
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=repo, check=True)
+    subprocess.run([dvc, "add", "-q", "ckpt"], cwd=repo, check=True)
+    recorded = yaml.safe_load((repo / "ckpt.dvc").read_text())["outs"][0]
+    assert dvc_dir_hash(out) == {k: recorded[k] for k in ("md5", "size", "nfiles")}
+    assert recorded["md5"].endswith(".dir") and recorded["nfiles"] == 4
+
+
+def test_sweep_plan_gives_each_T_its_own_workspace(tmp_path):
+    import yaml
+
+    root = tmp_path / "root"
+    for rel in ["mtkd", "stages", "data/prepared", "logits", "metrics/teachers"]:
+        (root / rel).mkdir(parents=True)
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "params.yaml").write_text(yaml.safe_dump({"seeds": [0, 1, 2, 3, 4], "distill": {"T": 6.0, "alpha": 0.7}}))
+    dirs, plan = sweep_plan(root, tmp_path / "sweep", [3.0, 9.0], [0, 1], ["average", "gating"])
+    assert [d.name for d in dirs] == ["T3", "T9"]
+    for d, T in zip(dirs, (3.0, 9.0)):
+        p = yaml.safe_load((d / "params.yaml").read_text())
+        assert p == {"seeds": [0, 1], "distill": {"T": T, "alpha": 0.7}}
+        assert (d / "logits").resolve() == (root / "logits").resolve() and (d / "metrics" / "teachers").is_symlink()
+        assert not (d / "metrics" / "distill").exists()  # each T writes its own scores
+    names = {s["name"]: s for s in plan}
+    assert set(names) == {f"sweep-T{t}/{s}" for t in (3, 9) for s in ("configure", "distill@average", "distill@gating")}
+    assert names["sweep-T9/distill@gating"]["after"] == ["sweep-T9/configure"]
+    assert names["sweep-T3/distill@average"]["cmd"] == f"cd {dirs[0]} && python -m stages.distill --strategy average"
+    assert yaml.safe_load((root / "params.yaml").read_text())["distill"]["T"] == 6.0  # the base is not touched
+
+
+@pytest.mark.slow
+def test_run_sweeps_T_then_trains_the_students_with_the_chosen_map(tmp_path):
+    # What the GPU machine does after `carry --distill`, on the tiny profile and this CPU: the
+    # teachers' logits come made; the sweep's best T on validation goes into params.yaml; the
+    # students then train with it; the checkpoint folders' DVC hashes come back in gpu-outs.json.
+    import tarfile
+
+    import yaml
+
+    from tests.helpers import make_repo, run, tiny_params
+
+    repo = make_repo(tmp_path / "repo", tiny_params(strategies=("none", "average", "single_tfidf_lr")))
+    run("dvc repro extract_logits@tiny_bert-rt extract_logits@tfidf_lr-rt", repo)
+    work, out = tmp_path / "work", tmp_path / "out"
+    (work / "site").mkdir(parents=True)
+    (work / "plan.json").write_text(json.dumps(distill_only(stage_plan(repo))))  # as unpacked from the parts
+    proc = run([sys.executable, "-m", "bench.gpu", "run", "--root", str(repo), "--work", str(work), "--out", str(out),
+                "--sweep", "2,8", "--sweep-seeds", "1", "--jobs", "2"], ROOT)
+    stages = json.loads((out / "gpu-stages.json").read_text())["stages"]
+    assert {r["stage"] for r in stages} == {f"sweep-T{t}/{s}" for t in (2, 8) for s in
+                                            ("configure", "distill@average", "distill@single_tfidf_lr")} | {
+        "configure", "distill@none", "distill@average", "distill@single_tfidf_lr", "analyze"}
+    assert all(r["returncode"] == 0 for r in stages), stages
+    # The map written is the one the sweep's validation scores choose (ties: the lower T).
+    chosen = {}
+    for s in ("average", "single_tfidf_lr"):
+        val = {T: json.loads((work / "sweep" / f"T{T}" / "metrics" / "distill" / f"{s}.json").read_text())
+               ["rt"]["validation"]["accuracy"]["mean"] for T in (2, 8)}
+        chosen[s] = 2.0 if val[2] >= val[8] else 8.0
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["distill"]["T"] == chosen and "wrote distill.T" in proc.stdout
+    for s in ("average", "single_tfidf_lr"):  # the students ran with it, on every seed of the default
+        m = json.loads((repo / "metrics" / "distill" / f"{s}.json").read_text())["rt"]
+        assert m["T"] == chosen[s] and len(m["seeds"]) == len(params["seeds"])
+    outs = json.loads((out / "gpu-outs.json").read_text())
+    assert set(outs) == {f"models/students/{s}" for s in ("none", "average", "single_tfidf_lr")}
+    assert outs["models/students/average"] == dvc_dir_hash(repo / "models" / "students" / "average")
+    with tarfile.open(out / "gpu-results.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"params.yaml", "metrics/summary.json", "sweep/T2/params.yaml",
+            "sweep/T8/metrics/distill/average.json"} <= names

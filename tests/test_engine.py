@@ -190,3 +190,33 @@ def test_strategies_beyond_the_seed_run_as_distill_stages(trained, strategy):
     assert metrics["T"] == raw["distill"]["T"] and metrics["alpha"] == raw["distill"]["alpha"]
     fused = metrics["fidelity"]["fused"]
     assert 0.0 <= fused["agreement"]["mean"] <= 1.0 and fused["kl"]["mean"] >= 0.0
+
+
+# --- runtime.bf16: auto ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("device,setting,expected", [
+    ("cpu", "auto", True), ("cuda", "auto", False),
+    ("cpu", False, False), ("cuda", True, True), ("cpu", True, True), ("cuda", False, False)])
+def test_bf16_auto_is_on_for_the_cpu_only(device, setting, expected):
+    from mtkd.engine import Engine
+
+    engine = Engine.__new__(Engine)  # no Accelerator: only the device matters here
+    engine.device = torch.device(device)
+    assert engine.use_bf16(setting) is expected
+
+
+def test_bf16_auto_autocasts_on_the_cpu():
+    from mtkd.engine import get_engine
+
+    a, b = torch.randn(4, 4), torch.randn(4, 4)
+    with get_engine().autocast("auto"):
+        assert (a @ b).dtype == torch.bfloat16
+    with get_engine().autocast(False):
+        assert (a @ b).dtype == torch.float32
+
+
+def test_bf16_accepts_auto_and_booleans_only():
+    for ok in ("auto", True, False):
+        assert validate_params(_params(bf16=ok), "p.yaml").runtime.bf16 == ok
+    with pytest.raises(MtkdError, match=r"^p.yaml: runtime.bf16: must be true, false or auto \(got 'yes please'\)$"):
+        validate_params(_params(bf16="yes please"), "p.yaml")

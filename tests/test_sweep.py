@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from mtkd.errors import MtkdError
 from mtkd.sweep import best_cell, cells, collect, main, summarize_sweep
 
 
@@ -96,6 +97,7 @@ def test_write_params_sets_the_T_map_chosen_on_validation(tmp_path, capsys):
     params = tmp_path / "params.yaml"
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["distill"]["strategies"] = ["none", "single_minilm_l6", "average"]
+    p["distill"]["T"] = 6.0
     params.write_text("# my comment survives\n" + yaml.safe_dump(p, sort_keys=False))
     src = tmp_path / "exp.json"
     src.write_text(json.dumps(exp_show()))
@@ -106,3 +108,63 @@ def test_write_params_sets_the_T_map_chosen_on_validation(tmp_path, capsys):
     assert got.distill.T == {"single_minilm_l6": 6.0, "average": 3.0}
     assert params.read_text().startswith("# my comment survives")
     assert "single_a" in capsys.readouterr().err  # swept but not run here: left out, said so
+
+
+def test_runs_reads_workspaces_of_a_sweep_run_without_dvc(tmp_path):
+    # The same grid as exp_show(), laid out as one workspace per cell (what bench/gpu.py writes).
+    import yaml
+
+    dirs = []
+    for entry in [r["revs"][0] for r in exp_show()[0]["experiments"]]:
+        d = tmp_path / entry["name"]
+        (d / "metrics" / "distill").mkdir(parents=True)
+        (d / "params.yaml").write_text(yaml.safe_dump(entry["data"]["params"]["params.yaml"]["data"]))
+        for path, m in entry["data"]["metrics"].items():
+            (d / path).write_text(json.dumps(m["data"]))
+        dirs.append(str(d))
+    out = tmp_path / "s.json"
+    assert main(["--runs", *dirs, "--html", str(tmp_path / "s.html"), "--json", str(out)]) == 0
+    from_exp_show = tmp_path / "e.json"
+    (tmp_path / "exp.json").write_text(json.dumps(exp_show()))
+    assert main(["--input", str(tmp_path / "exp.json"), "--html", str(tmp_path / "e.html"), "--json", str(from_exp_show)]) == 0
+    got, want = json.loads(out.read_text()), json.loads(from_exp_show.read_text())
+    # exp_show() also holds the workspace row (a duplicate T=6, α=0.5 cell with zeros, which loses): same choices
+    assert got["rt"]["average"]["best"]["T"] == want["rt"]["average"]["best"]["T"] == 3.0
+    assert got["rt"]["single_a"]["validation_by_T"] == {"3.0": 0.80, "6.0": 0.81, "9.0": 0.83}  # best over α per T
+
+
+@pytest.mark.parametrize("layout,message", [("empty", "no params.yaml there"), ("no-metrics", "no metrics/distill/*.json there (did its distill stages run?)")])
+def test_runs_bad_workspace_is_one_line(tmp_path, capsys, layout, message):
+    d = tmp_path / "cell"
+    d.mkdir()
+    if layout == "no-metrics":
+        (d / "params.yaml").write_text("distill: {T: 3, alpha: 0.5}\n")
+    out = tmp_path / "s.json"
+    assert main(["--runs", str(d), "--html", str(tmp_path / "s.html"), "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --runs {d}: {message}" and not out.exists()
+
+
+def test_set_distill_T_edits_only_that_entry():
+    from mtkd.sweep import set_distill_T
+
+    text = ("seeds: [0]\n"
+            "distill:\n"
+            "  strategies: [none, average,\n"
+            "               gating]\n"
+            "  T: 6.0      # a number, or a map\n"
+            "  alpha: 0.7\n"
+            "  fused_teachers: null   # all\n"
+            "runtime:\n"
+            "  T: 1\n")
+    once = set_distill_T(text, {"average": 3.0, "gating": 9.0})
+    assert once == text.replace("  T: 6.0      # a number, or a map\n",
+                                "  T:  # a number, or a map\n    average: 3.0\n    gating: 9.0\n")
+    # an existing map is replaced whole, blank lines inside it too; other blocks' T untouched
+    twice = set_distill_T(once.replace("    gating: 9.0\n", "\n    gating: 9.0\n"), {"average": 6.0, "gating": 6.0})
+    assert twice == text.replace("  T: 6.0      # a number, or a map\n",
+                                 "  T:  # a number, or a map\n    average: 6.0\n    gating: 6.0\n")
+    # no T yet: added first in the block
+    assert set_distill_T("distill:\n  alpha: 0.5\n", {"average": 3.0}) == "distill:\n  T:\n    average: 3.0\n  alpha: 0.5\n"
+    with pytest.raises(MtkdError, match="no top-level `distill:` block"):
+        set_distill_T("student: {}\n", {"average": 3.0})

@@ -118,11 +118,17 @@ def design_limits(params, num_classes: int) -> list[str]:
     if num_classes == 2 and len(params.teachers) >= 3:
         limits.append("The task is binary: three or more teachers can never all disagree, so fusion can only "
                       "arbitrate between two answers.")
-    T = params.distill.T
-    at = (f"T = {T:g} and α = {params.distill.alpha:g} for every strategy" if not isinstance(T, dict)
-          else f"the T of distill.T's map and α = {params.distill.alpha:g}")
-    limits.append(f"Students train for {params.student.num_train_epochs} epoch(s) at {at}, not tuned per strategy "
-                  "on validation: a strategy that needs longer training or another temperature is not given it here.")
+    T, alpha, student = params.distill.T, params.distill.alpha, params.student
+    if isinstance(T, dict):
+        limits.append(f"T is set per strategy (distill.T's map, chosen on validation by a T sweep: README, \"Sweeps\"), "
+                      f"but α = {alpha:g} serves every strategy, not tuned per strategy: a strategy that needs another α "
+                      "is not given it here.")
+    else:
+        limits.append(f"Students train at T = {T:g} and α = {alpha:g} for every strategy, not tuned per strategy on "
+                      "validation: a strategy that needs another temperature is not given it here.")
+    if getattr(student, "early_stopping_patience", None) is None:  # with it, convergence_limits reads the curves
+        limits.append(f"Students train for {student.num_train_epochs} epoch(s) whatever their validation curve does: "
+                      "a strategy that needs longer training is not given it here.")
     return limits
 
 
