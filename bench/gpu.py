@@ -240,6 +240,40 @@ def _unpack(work: Path, carried: Path, root: Path) -> None:
         shutil.copytree(work / "repo", root, dirs_exist_ok=True)
 
 
+def _sweep(opts, root: Path, work: Path, env: dict, out: Path) -> tuple[list[Path], list[dict]]:
+    """The T sweep's stages, then its choice of T per strategy written into ``root/params.yaml`` (the last row)."""
+    import yaml
+
+    sys.path[:0] = [str(work / "site"), str(root)]
+    from mtkd.fusion import get_strategy
+
+    strategies = [s for s in yaml.safe_load((root / "params.yaml").read_text())["distill"]["strategies"]
+                  if get_strategy(s).uses_teachers]
+    dirs, plan = sweep_plan(root, work / "sweep", opts.sweep, opts.sweep_seeds, strategies)
+    rows = run_plan(plan, opts.jobs, env, out / "logs", opts.sweep_deadline)
+    chose = subprocess.run([sys.executable, "-m", "mtkd.sweep", "--runs", *map(str, dirs), "--write-params",
+                            "params.yaml", "--html", str(out / "sweep.html"), "--json", str(out / "sweep.json")],
+                           cwd=root, env=env, capture_output=True, text=True)
+    print(chose.stdout + chose.stderr, flush=True)
+    return dirs, rows + [{"stage": "sweep: choose T (python -m mtkd.sweep --runs)", "returncode": chose.returncode}]
+
+
+def _pack(root: Path, sweep_dirs: list[Path], out: Path) -> None:
+    """What comes back: the results, the sweep's evidence, and the DVC hash of each student checkpoint folder."""
+    students = root / "models" / "students"
+    if students.is_dir():  # the folders themselves stay there: too large to bring back
+        (out / "gpu-outs.json").write_text(json.dumps(
+            {f"models/students/{d.name}": dvc_dir_hash(d) for d in sorted(students.iterdir()) if d.is_dir()}, indent=1))
+    with tarfile.open(out / "gpu-results.tar.gz", "w:gz") as tar:
+        for name in ["metrics", "plots", "dvclive", "configs", "predictions", "reports", "params.yaml"]:
+            if (root / name).exists():
+                tar.add(root / name, arcname=name)
+        for ws in sweep_dirs:  # each T's params, scores and curves
+            for name in ["params.yaml", "metrics/distill", "plots/curves/distill", "dvclive/distill"]:
+                if (ws / name).exists():
+                    tar.add(ws / name, arcname=f"sweep/{ws.name}/{name}")
+
+
 def run(opts) -> int:
     work, root = Path(opts.work), Path(opts.root)
     site = work / "site"
@@ -258,38 +292,14 @@ def run(opts) -> int:
     t0 = time.monotonic()
     rows, sweep_dirs = [], []
     if opts.sweep:
-        import yaml
-
-        sys.path[:0] = [str(site), str(root)]
-        from mtkd.fusion import get_strategy
-
-        strategies = [s for s in yaml.safe_load((root / "params.yaml").read_text())["distill"]["strategies"]
-                      if get_strategy(s).uses_teachers]
-        sweep_dirs, plan = sweep_plan(root, work / "sweep", opts.sweep, opts.sweep_seeds, strategies)
-        rows += run_plan(plan, opts.jobs, env, out / "logs", opts.sweep_deadline)
-        chose = subprocess.run([sys.executable, "-m", "mtkd.sweep", "--runs", *map(str, sweep_dirs), "--write-params",
-                                "params.yaml", "--html", str(out / "sweep.html"), "--json", str(out / "sweep.json")],
-                               cwd=root, env=env, capture_output=True, text=True)
-        print(chose.stdout + chose.stderr, flush=True)
-        if chose.returncode != 0:
-            return 1
-    left = opts.deadline - (time.monotonic() - t0)
-    rows += run_plan(json.loads((work / "plan.json").read_text()), opts.jobs, env, out / "logs", left, cwd=root)
+        sweep_dirs, rows = _sweep(opts, root, work, env, out)
+    if not rows or rows[-1]["returncode"] == 0:  # the T map unchosen: no default run (a cut sweep cell is no failure)
+        left = opts.deadline - (time.monotonic() - t0)
+        rows += run_plan(json.loads((work / "plan.json").read_text()), opts.jobs, env, out / "logs", left, cwd=root)
     total = time.monotonic() - t0
     (out / "gpu-stages.json").write_text(json.dumps({"jobs": opts.jobs, "total_s": round(total, 1), "stages": rows},
                                                     indent=1))
-    students = root / "models" / "students"
-    if students.is_dir():  # each checkpoint folder's DVC hash: the folders stay there
-        (out / "gpu-outs.json").write_text(json.dumps(
-            {f"models/students/{d.name}": dvc_dir_hash(d) for d in sorted(students.iterdir()) if d.is_dir()}, indent=1))
-    with tarfile.open(out / "gpu-results.tar.gz", "w:gz") as tar:
-        for name in ["metrics", "plots", "dvclive", "configs", "predictions", "reports", "params.yaml"]:
-            if (root / name).exists():
-                tar.add(root / name, arcname=name)
-        for ws in sweep_dirs:  # the sweep's evidence: each T's params, scores and curves
-            for name in ["params.yaml", "metrics/distill", "plots/curves/distill", "dvclive/distill"]:
-                if (ws / name).exists():
-                    tar.add(ws / name, arcname=f"sweep/{ws.name}/{name}")
+    _pack(root, sweep_dirs, out)
     shutil.make_archive(str(out / "gpu-logs"), "gztar", out / "logs")
     shutil.rmtree(out / "logs")
     failed = [r["stage"] for r in rows if r["returncode"] != 0]

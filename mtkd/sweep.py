@@ -185,6 +185,8 @@ def set_distill_T(text: str, T_map: dict[str, float]) -> str:
         stop = T_line + 1  # the old value's own lines (a block map) are indented deeper
         while stop < end and (not lines[stop].strip() or len(lines[stop]) - len(lines[stop].lstrip(" ")) > len(child)):
             stop += 1
+        while stop > T_line + 1 and not lines[stop - 1].strip():  # blank lines before the next key stay
+            stop -= 1
     block = [f"{child}T:{comment}\n"] + [f"{child}  {s}: {float(T)!r}\n" for s, T in T_map.items()]
     return "".join(lines[:T_line] + block + lines[stop:])
 
@@ -195,6 +197,8 @@ def write_temperatures(chosen: dict[str, float], params_file: Path) -> dict[str,
     Every distilling strategy of ``distill.strategies`` gets an entry: the sweep's choice, or its
     current temperature when the sweep did not cover it. The result is validated before writing.
     """
+    import yaml
+
     from mtkd.fusion import get_strategy
     from mtkd.io import write_text
     from mtkd.params import load_params, validate_params
@@ -205,8 +209,6 @@ def write_temperatures(chosen: dict[str, float], params_file: Path) -> dict[str,
     if unknown := sorted(set(chosen) - set(T_map)):
         print(f"note: swept strategies not in distill.strategies, left out: {', '.join(unknown)}", file=sys.stderr)
     text = set_distill_T(params_file.read_text(), T_map)
-    import yaml
-
     validate_params(yaml.safe_load(text), str(params_file))
     write_text(params_file, text)
     return T_map
@@ -260,18 +262,19 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.runs:
-            exp_show = None
-        elif args.input:
-            exp_show = json.loads(Path(args.input).read_text())
+            runs = [workspace_run(d) for d in args.runs]
         else:
-            proc = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise MtkdError(f"dvc exp show --json failed: {proc.stderr.strip().splitlines()[-1:]}")
-            exp_show = json.loads(proc.stdout)
+            if args.input:
+                exp_show = json.loads(Path(args.input).read_text())
+            else:
+                proc = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise MtkdError(f"dvc exp show --json failed: {proc.stderr.strip().splitlines()[-1:]}")
+                exp_show = json.loads(proc.stdout)
+            runs = collect(exp_show)
         from mtkd.data import TASKS, load_meta
         from mtkd.io import write_json
 
-        runs = [workspace_run(d) for d in args.runs] if args.runs else collect(exp_show)
         # a custom task (data.custom) records its primary metric in its prepared meta
         primary = {t: TASKS[t].primary_metric if t in TASKS else load_meta(Path("data/prepared"), t)["primary_metric"]
                    for t in swept_tasks(runs)}

@@ -153,6 +153,7 @@ def test_run_sweeps_T_then_trains_the_students_with_the_chosen_map(tmp_path):
     stages = json.loads((out / "gpu-stages.json").read_text())["stages"]
     assert {r["stage"] for r in stages} == {f"sweep-T{t}/{s}" for t in (2, 8) for s in
                                             ("configure", "distill@average", "distill@single_tfidf_lr")} | {
+        "sweep: choose T (python -m mtkd.sweep --runs)",
         "configure", "distill@none", "distill@average", "distill@single_tfidf_lr", "analyze"}
     assert all(r["returncode"] == 0 for r in stages), stages
     # The map written is the one the sweep's validation scores choose (ties: the lower T).

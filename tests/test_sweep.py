@@ -164,6 +164,9 @@ def test_set_distill_T_edits_only_that_entry():
     twice = set_distill_T(once.replace("    gating: 9.0\n", "\n    gating: 9.0\n"), {"average": 6.0, "gating": 6.0})
     assert twice == text.replace("  T: 6.0      # a number, or a map\n",
                                  "  T:  # a number, or a map\n    average: 6.0\n    gating: 6.0\n")
+    # a blank line between T and the next key stays
+    assert set_distill_T("distill:\n  T: 6.0\n\n  alpha: 0.5\n", {"average": 3.0}) == \
+        "distill:\n  T:\n    average: 3.0\n\n  alpha: 0.5\n"
     # no T yet: added first in the block
     assert set_distill_T("distill:\n  alpha: 0.5\n", {"average": 3.0}) == "distill:\n  T:\n    average: 3.0\n  alpha: 0.5\n"
     with pytest.raises(MtkdError, match="no top-level `distill:` block"):
