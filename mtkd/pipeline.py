@@ -191,7 +191,8 @@ def _distill_items(lines: list[str], params: Params) -> list[str]:
 
 # Params keys that a stage lists only when the params file sets them: DVC refuses a listed key that
 # params.yaml lacks, and a user's (or a test's) params file may leave an optional key at its default.
-OPTIONAL_PARAMS = {"distill.fused_teachers", "distill.transfer", "runtime"}
+OPTIONAL_PARAMS = {"distill.fused_teachers", "distill.transfer", "runtime", "runtime.num_threads", "runtime.bf16",
+                   "runtime.length_bucketing", "runtime.compact_vocabulary"}
 
 
 def _is_set(params: Params, key: str) -> bool:

@@ -134,3 +134,6 @@ def test_remote_round_trip_and_sweep_in_fresh_clones(tiny_repo, tmp_path):
     assert ran == {f"distill@{s}" for s in strategies} | {"configure", "analyze"}  # no teacher, no logits, not `none`
     metrics = json.loads((fresh / "metrics/distill/average.json").read_text())
     assert metrics["rt"]["T"] == 9.0
+    # A student-only runtime key re-runs the students, not the teachers nor their logits.
+    out = run("dvc exp run --pull --allow-missing -S runtime.seed_workers=1", fresh)
+    assert ran_stages(out.stdout + out.stderr) == {f"distill@{s}" for s in ["none", *strategies]} | {"analyze"}

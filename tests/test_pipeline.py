@@ -151,4 +151,15 @@ def test_an_optional_key_the_params_file_leaves_out_is_not_a_stage_param():
     stages = yaml.safe_load(render(validate_params(raw)))["stages"]
     listed = [p for stage in stages.values() for p in stage.get("do", stage).get("params", [])]
     assert "student" in listed and not {"runtime", "distill.transfer"} & {str(p) for p in listed}
+    assert not [p for p in listed if str(p).startswith("runtime")]
     assert stages["transfer"]["do"]["params"] == ["student"]
+
+
+def test_teachers_list_only_the_runtime_keys_they_read():
+    # Changing a student's runtime key (seed_workers) must not retrain a teacher or re-extract logits.
+    stages = yaml.safe_load(render(load_params(ROOT / "params.yaml")))["stages"]
+    teacher, extraction = stages["train_teachers"]["params"], stages["extract_logits"]["params"]
+    assert [p for p in teacher if p.startswith("runtime")] == ["runtime.num_threads", "runtime.bf16",
+                                                                "runtime.length_bucketing", "runtime.compact_vocabulary"]
+    assert [p for p in extraction if p.startswith("runtime")] == ["runtime.num_threads", "runtime.bf16"]
+    assert "runtime" in stages["distill"]["do"]["params"]  # a student reads every runtime key
