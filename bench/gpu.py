@@ -78,7 +78,11 @@ def distill_only(plan: list[dict]) -> list[dict]:
 def dvc_dir_hash(path: Path) -> dict:
     """DVC's hash of a directory output, as ``dvc.lock`` records it (md5 of its sorted file list; tested against DVC)."""
     files = sorted((f for f in path.rglob("*") if f.is_file()), key=lambda f: f.relative_to(path).as_posix())
-    listing = [{"md5": hashlib.md5(f.read_bytes()).hexdigest(), "relpath": f.relative_to(path).as_posix()} for f in files]
+    def md5(f: Path) -> str:
+        with open(f, "rb") as fh:  # streamed: a checkpoint need not fit in memory
+            return hashlib.file_digest(fh, "md5").hexdigest()
+
+    listing = [{"md5": md5(f), "relpath": f.relative_to(path).as_posix()} for f in files]
     return {"md5": hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir",
             "size": sum(f.stat().st_size for f in files), "nfiles": len(files)}
 

@@ -189,10 +189,10 @@ def _distill_items(lines: list[str], params: Params) -> list[str]:
     return lines[:foreach] + items + body + lines[end:]
 
 
-# Params keys that a stage lists only when the params file sets them: DVC refuses a listed key that
-# params.yaml lacks, and a user's (or a test's) params file may leave an optional key at its default.
-OPTIONAL_PARAMS = {"distill.fused_teachers", "distill.transfer", "runtime", "runtime.num_threads", "runtime.bf16",
-                   "runtime.length_bucketing", "runtime.compact_vocabulary"}
+# Params keys that a stage lists only when the params file sets them (and so every key under them,
+# e.g. runtime.bf16): DVC refuses a listed key that params.yaml lacks, and a user's (or a test's)
+# params file may leave an optional key at its default.
+OPTIONAL_PARAMS = {"distill.fused_teachers", "distill.transfer", "runtime"}
 
 
 def _is_set(params: Params, key: str) -> bool:
@@ -206,14 +206,15 @@ def _is_set(params: Params, key: str) -> bool:
 
 
 def _optional_params(lines: list[str], params: Params) -> list[str]:
-    """The template without the ``- <key>`` lines of :data:`OPTIONAL_PARAMS` that ``params`` leaves unset."""
-    unset = {key for key in OPTIONAL_PARAMS if not _is_set(params, key)}
-
-    def listed(line: str) -> str | None:
+    """The template without the ``- <key>`` lines of :data:`OPTIONAL_PARAMS` (or keys under them) that
+    ``params`` leaves unset."""
+    def unset(line: str) -> bool:
         item = line.split("#")[0].strip()
-        return item[2:].strip() if item.startswith("- ") else None
+        key = item[2:].strip() if item.startswith("- ") else None
+        return (key is not None and any(key == k or key.startswith(k + ".") for k in OPTIONAL_PARAMS)
+                and not _is_set(params, key))
 
-    return [line for line in lines if listed(line) not in unset]
+    return [line for line in lines if not unset(line)]
 
 
 def render(params: Params, template: Path = TEMPLATE) -> str:
