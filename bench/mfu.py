@@ -91,6 +91,63 @@ def matmul_peak(device: str, dtype: torch.dtype, n: int | None = None, seconds: 
     return best
 
 
+HEAD_MODULES = ("pooler", "pre_classifier", "classifier")
+
+
+def block_linear_shapes(model) -> list[tuple[int, int]]:
+    """``(in, out)`` of every linear layer inside the transformer blocks (not the head), in module order."""
+    return [(m.in_features, m.out_features) for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and not any(k in name.split(".") for k in HEAD_MODULES)]
+
+
+def block_matmul_flops(shapes: list[tuple[int, int]], tokens: int, backward: bool = True) -> int:
+    """FLOPs of the linear-layer products over ``tokens`` rows: 2·tokens·in·out a product; a training
+    step has 3 of them a layer (forward, and backward's two), inference 1."""
+    return (6 if backward else 2) * tokens * sum(i * o for i, o in shapes)
+
+
+def matmul_only_rate(shapes: list[tuple[int, int]], tokens: int, examples: int, device: str = "cpu",
+                     dtype: torch.dtype = torch.bfloat16, seconds: float = 1.5, repeats: int = 3,
+                     backward: bool = True) -> dict:
+    """Examples/s of a step that did nothing but its transformer blocks' linear-layer products.
+
+    Per linear layer of a step with ``tokens`` rows: the forward ``X @ W``, and (``backward``, a
+    training step) backward's ``dY @ Wᵀ`` and ``Xᵀ @ dY``: the shapes the model's own step
+    multiplies, in ``dtype``, as autocast runs them. With ``backward=False`` it is an inference batch. Attention's batched products, every element-wise op, the embeddings,
+    the loss, clipping and the optimizer cost nothing here: no loop that trains this model
+    on these batches can beat this rate. Best of ``repeats`` timed loops.
+    """
+    g = torch.Generator(device="cpu").manual_seed(0)
+    mats = [tuple(torch.randn(*s, generator=g).to(device=device, dtype=dtype) for s in ((tokens, i), (i, o), (tokens, o)))
+            for i, o in shapes]
+
+    def step():
+        for x, w, dy in mats:
+            torch.mm(x, w)
+            if backward:
+                torch.mm(dy, w.T)
+                torch.mm(x.T, dy)
+
+    for _ in range(3):
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    step()
+    sync(device)
+    iters = max(3, int(seconds / max(time.perf_counter() - t0, 1e-6)))
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            step()
+        sync(device)
+        best = min(best, (time.perf_counter() - t0) / iters)
+    flops = block_matmul_flops(shapes, tokens, backward)
+    return {"tokens_per_step": tokens, "examples_per_step": examples, "step_ms": round(best * 1e3, 3),
+            "examples_per_s": round(examples / best, 1), "tflops": round(flops / best / 1e12, 4)}
+
+
 def peaks(device: str, quick: bool) -> dict:
     s = 0.7 if quick else 1.5
     out = {"fp32": matmul_peak(device, torch.float32, seconds=s), "bf16": matmul_peak(device, torch.bfloat16, seconds=s)}

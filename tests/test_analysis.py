@@ -463,3 +463,24 @@ def test_design_limits_say_what_the_params_leave_untuned():
                     early_stopping_patience=2)
     assert "T is set per strategy (distill.T's map, chosen on validation" in mapped and "α = 0.7 serves every" in mapped
     assert "epoch(s)" not in mapped  # early stopping: whether curves flattened is convergence_limits' to say
+
+
+def test_agreement_and_failures_leave_a_human_teacher_out(tmp_path):
+    """A teacher of kind ``human`` (the raters' distribution) is a reference: regions and failure categories
+    are those of the other teachers, exactly as if it were not there."""
+    from mtkd.analysis.inputs import load_task_inputs, read_distill
+    from mtkd.analysis.regions import agreement_analysis, base_failure_shares
+    from mtkd.analysis.run import analyse_task
+
+    root = build_tree(tmp_path)
+    distill_all, curves_all = read_distill(root, STRATEGIES)
+    inp = load_task_inputs(root, "rt", TEACHERS, STRATEGIES, SEEDS, distill_all, curves_all)
+    out = analyse_task(inp, TEACHERS, SEEDS, human_teachers=["c"])
+    y = inp.labels["test"]
+    models = inp.teacher_logits["test"][:2].argmax(axis=2)  # a and b
+    students = {s: {seed: z.argmax(axis=1) for seed, z in by.items()} for s, by in inp.student_test.items()}
+    assert out.agreement == agreement_analysis(y, models, ["a", "b"], students)
+    assert out.failures["base_share"] == base_failure_shares(y, models)
+    assert out.failures["strategies"]["average"] == A.failure_analysis(y, models, students["average"])
+    everyone = analyse_task(inp, TEACHERS, SEEDS)  # without a human teacher: all three, as before
+    assert set(everyone.agreement["teacher_accuracy"]) == {"a", "b", "c"}

@@ -124,3 +124,21 @@ def test_human_teacher_on_a_task_without_rater_data_stops_in_one_line(vader5_rep
         assert (repo / "dvc.yaml").read_bytes() == dvc_yaml and not (repo / "data/prepared/rt").exists()
     finally:
         params.write_text(original)
+
+
+def test_agreement_and_failures_read_the_model_teachers_only(vader5_repo):
+    """The raters' own distribution is a reference: counted as a teacher, it is right almost everywhere, and
+    'every teacher wrong' would all but vanish. Regions and failure categories come from the model teachers."""
+    repo, _ = vader5_repo
+    labels = pd.read_parquet(repo / "data/prepared/vader5/test.parquet")["label"].to_numpy()
+    preds = []
+    for t in ("tfidf_lr", "tfidf_strong"):
+        with np.load(repo / f"logits/{t}-vader5.npz", allow_pickle=False) as npz:
+            preds.append(npz["test/logits"].argmax(axis=1))
+    preds = np.stack(preds)
+    agreement = json.loads((repo / "metrics/agreement.json").read_text())["vader5"]
+    assert set(agreement["teacher_accuracy"]) == {"tfidf_lr", "tfidf_strong"}
+    assert agreement["count"]["all_agree"] == int((preds[0] == preds[1]).sum())
+    base = json.loads((repo / "metrics/failures.json").read_text())["vader5"]["base_share"]
+    assert base["all_teachers_wrong"] == pytest.approx(float((preds != labels).all(axis=0).mean()), abs=1e-6)
+    assert base["all_teachers_right"] == pytest.approx(float((preds == labels).all(axis=0).mean()), abs=1e-6)

@@ -87,9 +87,14 @@ def analyse_task(inp: TaskInputs, teachers: list[str], seeds: list, limits: list
     comparisons = {"metric": primary, "n_seeds": len(seeds), "n_groups": summary["n_groups"],
                    "group_by": summary["group_by"], "n_resamples": plan.n_resamples if plan else None,
                    "bootstrap_seed": plan.seed if plan else None, "pairs": pairs}
-    agreement = agreement_analysis(y, teacher_preds, teachers, student_preds)
-    failures = {"base_share": base_failure_shares(y, teacher_preds),
-                "strategies": {s: failure_analysis(y, teacher_preds, p) for s, p in student_preds.items()}}
+    # Where the *model* teachers agree and what they did on each student error: a human teacher is the
+    # raters' own distribution (a reference, near the label by construction), and counting it would
+    # leave almost no example on which "every teacher is wrong".
+    models = [k for k, t in enumerate(teachers) if t not in human_teachers]
+    model_preds = teacher_preds[models]
+    agreement = agreement_analysis(y, model_preds, [teachers[k] for k in models], student_preds)
+    failures = {"base_share": base_failure_shares(y, model_preds),
+                "strategies": {s: failure_analysis(y, model_preds, p) for s, p in student_preds.items()}}
     conf = teacher_confidence(teachers, inp.teacher_logits)
     for t, in_sample in inp.train_in_sample.items():  # the "train" entry is then out-of-fold: what the student sees
         conf[t]["train_in_sample"] = {k: rounded(v) for k, v in in_sample.items()}
