@@ -329,7 +329,7 @@ def extraction(setup, opts, peaks) -> dict:
     bound = matmul_only_rate(block_linear_shapes(model), round(float(lengths.mean()) * batch), batch, dev,
                              torch.bfloat16, seconds=0.7 if opts.quick else 1.5, backward=False)
     bound["ratio_vs_reference"] = round(bound["examples_per_s"] * t_ref / len(enc), 3)
-    out = {"matmul_only_bound": bound, 
+    out = {"matmul_only_bound": bound,
         "model": "MiniLM-L6 teacher" + (f" ({opts.teacher})" if getattr(opts, "teacher", None) else " (fresh head)"),
         "examples": len(enc), "batch_size": 128,
         "ours": {"name": "ours: predict(), longest-first dynamic padding + bf16", "seconds": round(t_ours, 3),
