@@ -26,13 +26,16 @@ from bench.common import StepClock, sync
 FORMULA = "F_train(S) = 6*N_layers*S + 12*L*S^2*H + 6*N_head; F_infer = F_train/3; S = real (non-pad) tokens per example"
 
 
+HEAD_MODULES = ("pooler", "pre_classifier", "classifier")  # the classification head's modules, not the blocks'
+
+
 def shape(model) -> dict:
     """Parameter counts that enter the formula."""
     emb = head = 0
     for name, p in model.named_parameters():
         if "embeddings" in name:
             emb += p.numel()
-        elif any(k in name for k in ("pooler", "pre_classifier", "classifier")):
+        elif any(k in name for k in HEAD_MODULES):
             head += p.numel()
     total = sum(p.numel() for p in model.parameters())
     cfg = model.config
@@ -89,9 +92,6 @@ def matmul_peak(device: str, dtype: torch.dtype, n: int | None = None, seconds: 
         sync(device)
         best = max(best, 2 * n ** 3 * iters / (time.perf_counter() - t0))
     return best
-
-
-HEAD_MODULES = ("pooler", "pre_classifier", "classifier")
 
 
 def block_linear_shapes(model) -> list[tuple[int, int]]:

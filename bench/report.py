@@ -45,6 +45,13 @@ def _ratio_target(name, row, ref_rate, goal, cpu):
     return _t(name, f"{ratio:.2f}x", f">= {goal:g}x", ratio >= goal if cpu else None, note)
 
 
+def _add_bound(row: dict, bound: dict | None, label: str, goal: float, beyond: str) -> None:
+    """Append a matmul-only bound (bench.mfu) to a target's note, saying ``beyond`` when even it misses ``goal``."""
+    if bound:
+        ratio = bound["ratio_vs_reference"]
+        row["note"] += f"; {label}: {ratio:.1f}x" + (f" ({beyond})" if ratio < goal else "")
+
+
 def targets(r: dict) -> list[dict]:
     s = r["sections"]
     cpu = r["machine"]["device"] == "cpu"
@@ -57,10 +64,8 @@ def targets(r: dict) -> list[dict]:
         which = "compact vocabulary, as the stages train" if compact else "full vocabulary"
         row = _ratio_target(f"student distillation throughput vs reference ({which})", ours,
                             st["reference"]["examples_per_s"], STUDENT_RATIO, cpu)
-        bound = st.get("matmul_only_bound", {}).get(COMPACT_ROW if compact else "ours: bucketing + bf16 autocast")
-        if bound:
-            row["note"] += (f"; a step doing only its linear-layer matmuls: {bound['ratio_vs_reference']:.1f}x"
-                            + (" (the goal is out of reach at this batch size)" if bound["ratio_vs_reference"] < STUDENT_RATIO else ""))
+        _add_bound(row, st.get("matmul_only_bound", {}).get(COMPACT_ROW if compact else "ours: bucketing + bf16 autocast"),
+                   "a step doing only its linear-layer matmuls", STUDENT_RATIO, "the goal is out of reach at this batch size")
         out.append(row)
         mfu = ours.get("mfu_vs_bf16")
         if mfu is not None:
@@ -70,10 +75,8 @@ def targets(r: dict) -> list[dict]:
     if ex:
         row = _ratio_target("logit extraction vs max_length fp32 inference", ex["ours"], ex["reference"]["examples_per_s"],
                             EXTRACTION_RATIO, cpu)
-        bound = ex.get("matmul_only_bound")
-        if bound:
-            row["note"] += (f"; batches doing only their linear-layer matmuls: {bound['ratio_vs_reference']:.1f}x"
-                            + (" (out of reach)" if bound["ratio_vs_reference"] < EXTRACTION_RATIO else ""))
+        _add_bound(row, ex.get("matmul_only_bound"), "batches doing only their linear-layer matmuls", EXTRACTION_RATIO,
+                   "out of reach")
         out.append(row)
     te = s.get("teacher")
     if te:
